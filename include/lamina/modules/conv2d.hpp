@@ -1,0 +1,242 @@
+#pragma once
+// 2-D convolution (cross-correlation), NCHW, weight [Cout, Cin, kh, kw], zero
+// padding, dilation 1, groups 1 (golden/core/README.md "Conv2d").
+//
+// Per image b: col_b = im2col(x_b) is [Cin·kh·kw, Ho·Wo] and y_b = W col_b is
+// [Cout, Ho·Wo], written straight into the NCHW output. Images run in parallel,
+// each with a single-threaded Eigen GEMM on an L2-sized col_b. The backward
+// rebuilds col_b instead of keeping the whole batch's columns (a 9× larger
+// tensor than x for 3×3 kernels).
+#include <Eigen/Core>
+#include <string>
+#include <vector>
+
+#include "lamina/core/eigen.hpp"
+#include "lamina/core/init.hpp"
+#include "lamina/core/module.hpp"
+#include "lamina/core/parallel.hpp"
+
+namespace lamina {
+
+struct Conv2dOptions {
+  index_t in_channels = 1, out_channels = 1;
+  index_t kernel_h = 3, kernel_w = 3;
+  index_t stride = 1, padding = 0;
+  bool bias = false;
+};
+
+namespace detail {
+/// First and one-past-last output index j with 0 <= j*s - p + v < W.
+inline void valid_range(index_t Wo, index_t W, index_t s, index_t p, index_t v, index_t& lo, index_t& hi) {
+  lo = 0;
+  while (lo < Wo && lo * s - p + v < 0) ++lo;
+  hi = Wo;
+  while (hi > lo && (hi - 1) * s - p + v >= W) --hi;
+}
+
+/// col [C·kh·kw, Ho·Wo] from one image x [C, H, W].
+template <class T>
+void im2col(const T* x, index_t C, index_t H, index_t W, index_t kh, index_t kw, index_t s, index_t p, index_t Ho,
+            index_t Wo, T* col) {
+  for (index_t c = 0; c < C; ++c)
+    for (index_t u = 0; u < kh; ++u)
+      for (index_t v = 0; v < kw; ++v) {
+        T* row = col + ((c * kh + u) * kw + v) * Ho * Wo;
+        index_t lo, hi;
+        valid_range(Wo, W, s, p, v, lo, hi);
+        for (index_t i = 0; i < Ho; ++i) {
+          T* out = row + i * Wo;
+          const index_t hi_in = i * s - p + u;
+          if (hi_in < 0 || hi_in >= H) {
+            std::fill(out, out + Wo, T(0));
+            continue;
+          }
+          const T* in = x + (c * H + hi_in) * W - p + v;
+          std::fill(out, out + lo, T(0));
+          if (s == 1) std::copy(in + lo, in + hi, out + lo);
+          else
+            for (index_t j = lo; j < hi; ++j) out[j] = in[j * s];
+          std::fill(out + hi, out + Wo, T(0));
+        }
+      }
+}
+
+/// x [C, H, W] += col2im(col).
+template <class T>
+void col2im_add(const T* col, index_t C, index_t H, index_t W, index_t kh, index_t kw, index_t s, index_t p,
+                index_t Ho, index_t Wo, T* x) {
+  for (index_t c = 0; c < C; ++c)
+    for (index_t u = 0; u < kh; ++u)
+      for (index_t v = 0; v < kw; ++v) {
+        const T* row = col + ((c * kh + u) * kw + v) * Ho * Wo;
+        index_t lo, hi;
+        valid_range(Wo, W, s, p, v, lo, hi);
+        for (index_t i = 0; i < Ho; ++i) {
+          const index_t hi_in = i * s - p + u;
+          if (hi_in < 0 || hi_in >= H) continue;
+          const T* in = row + i * Wo;
+          T* out = x + (c * H + hi_in) * W - p + v;
+          if (s == 1)
+            for (index_t j = lo; j < hi; ++j) out[j] += in[j];
+          else
+            for (index_t j = lo; j < hi; ++j) out[j * s] += in[j];
+        }
+      }
+}
+}  // namespace detail
+
+template <class T>
+class Conv2d {
+ public:
+  using value_type = T;
+
+  /// Weights: Kaiming normal, fan_out, relu gain (torchvision's ResNet init);
+  /// bias (when on): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as PyTorch.
+  Conv2d(const Conv2dOptions& o, Rng& rng) : o_(o) {
+    require(o.in_channels > 0, "Conv2d", "in_channels", "> 0", o.in_channels);
+    require(o.out_channels > 0, "Conv2d", "out_channels", "> 0", o.out_channels);
+    require(o.kernel_h > 0 && o.kernel_w > 0, "Conv2d", "kernel size", "> 0",
+            detail::concat(o.kernel_h, "x", o.kernel_w));
+    require(o.stride > 0, "Conv2d", "stride", "> 0", o.stride);
+    require(o.padding >= 0, "Conv2d", "padding", ">= 0", o.padding);
+    const Shape ws{o.out_channels, o.in_channels, o.kernel_h, o.kernel_w};
+    W_ = Tensor<T>(ws);
+    dW_ = Tensor<T>(ws);
+    b_ = Tensor<T>(Shape{o.bias ? o.out_channels : 0});
+    db_ = Tensor<T>(Shape{o.bias ? o.out_channels : 0});
+    init::kaiming_normal(W_.view(), rng, init::Gain::relu, init::FanMode::fan_out);
+    if (o.bias) {
+      const double a = 1.0 / std::sqrt(double(o.in_channels * o.kernel_h * o.kernel_w));
+      init::uniform(b_.view(), -a, a, rng);
+    }
+  }
+
+  const Conv2dOptions& options() const noexcept { return o_; }
+  Tensor<T>& weight() noexcept { return W_; }
+  Tensor<T>& bias() noexcept { return b_; }
+
+  Shape output_shape(const Shape& in) const {
+    require<shape_error>(in.rank() == 4 && in[1] == o_.in_channels && in[0] > 0, "Conv2d", "x shape",
+                         detail::concat("[B > 0, ", o_.in_channels, ", H, W]"), in);
+    const index_t Ho = (in[2] + 2 * o_.padding - o_.kernel_h) / o_.stride + 1;
+    const index_t Wo = (in[3] + 2 * o_.padding - o_.kernel_w) / o_.stride + 1;
+    require<shape_error>(in[2] + 2 * o_.padding >= o_.kernel_h && in[3] + 2 * o_.padding >= o_.kernel_w, "Conv2d",
+                         "x spatial size", detail::concat("padded size >= kernel ", o_.kernel_h, "x", o_.kernel_w),
+                         in);
+    return Shape{in[0], o_.out_channels, Ho, Wo};
+  }
+
+  void forward(ConstView<T> x, View<T> y) {
+    infer(x, y);
+    x_ = x;
+  }
+
+  void infer(ConstView<T> x, View<T> y) {
+    require_contiguous(x, "Conv2d", "x");
+    const Shape ys = output_shape(x.shape());
+    require_shape(y, ys, "Conv2d", "y");
+    const Geometry g = geometry(x.shape(), ys);
+    const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
+    prepare_scratch(g, false);
+    const T* xp = x.data();
+    T* yp = y.data();
+    LAMINA_PARALLEL_FOR
+    for (index_t b = 0; b < g.B; ++b) {
+      Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
+      if (is_pointwise()) {  // 1×1, stride 1, no padding: col_b is x_b itself
+        Eigen::Map<const RowMatrix<T>> col(xp + b * g.in_image, g.K, g.P);
+        Eigen::Map<RowMatrix<T>>(yp + b * g.out_image, o_.out_channels, g.P).noalias() = Wm * col;
+      } else {
+        detail::im2col(xp + b * g.in_image, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
+                       o_.padding, g.Ho, g.Wo, sc.col.data());
+        Eigen::Map<RowMatrix<T>>(yp + b * g.out_image, o_.out_channels, g.P).noalias() =
+            Wm * Eigen::Map<const RowMatrix<T>>(sc.col.data(), g.K, g.P);
+      }
+      if (o_.bias) {
+        Eigen::Map<RowMatrix<T>> yb(yp + b * g.out_image, o_.out_channels, g.P);
+        yb.colwise() += as_vector(b_.cview());
+      }
+    }
+  }
+
+  void backward(ConstView<T> dy, View<T> dx) {
+    require<shape_error>(x_.data() != nullptr, "Conv2d", "backward()", "a preceding forward()", "none");
+    const Shape ys = output_shape(x_.shape());
+    require_shape(dy, ys, "Conv2d", "dy");
+    require_shape(dx, x_.shape(), "Conv2d", "dx");
+    const Geometry g = geometry(x_.shape(), ys);
+    const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
+    prepare_scratch(g, true);
+    const T* xp = x_.data();
+    const T* gp = dy.data();
+    T* dxp = dx.data();
+    LAMINA_PARALLEL_FOR
+    for (index_t b = 0; b < g.B; ++b) {
+      Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
+      Eigen::Map<const RowMatrix<T>> G(gp + b * g.out_image, o_.out_channels, g.P);
+      auto dW = Eigen::Map<RowMatrix<T>>(sc.dW.data(), o_.out_channels, g.K);
+      if (is_pointwise()) {
+        Eigen::Map<const RowMatrix<T>> col(xp + b * g.in_image, g.K, g.P);
+        dW.noalias() += G * col.transpose();
+        Eigen::Map<RowMatrix<T>>(dxp + b * g.in_image, g.K, g.P).noalias() += Wm.transpose() * G;
+      } else {
+        detail::im2col(xp + b * g.in_image, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
+                       o_.padding, g.Ho, g.Wo, sc.col.data());
+        Eigen::Map<RowMatrix<T>> col(sc.col.data(), g.K, g.P);
+        dW.noalias() += G * col.transpose();
+        col.noalias() = Wm.transpose() * G;  // col now holds dcol
+        detail::col2im_add(sc.col.data(), o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
+                           o_.padding, g.Ho, g.Wo, dxp + b * g.in_image);
+      }
+      if (o_.bias) Eigen::Map<ColVector<T>>(sc.db.data(), o_.out_channels).noalias() += G.rowwise().sum();
+    }
+    // Per-thread partial sums, reduced in a fixed order (deterministic for a given thread count).
+    for (Scratch& sc : scratch_) {
+      if (!sc.used) continue;
+      detail_axpy(dW_.data(), sc.dW.data(), dW_.size());
+      if (o_.bias) detail_axpy(db_.data(), sc.db.data(), db_.size());
+    }
+  }
+
+  template <class F>
+  void visit(F&& f, const std::string& prefix) {
+    f(ParamRef<T>{prefix + "weight", W_.view(), dW_.view(), true, true});
+    if (o_.bias) f(ParamRef<T>{prefix + "bias", b_.view(), db_.view(), true, true});
+  }
+
+ private:
+  struct Geometry {
+    index_t B, H, W, Ho, Wo, K, P, in_image, out_image;
+  };
+  struct Scratch {
+    std::vector<T, Eigen::aligned_allocator<T>> col, dW, db;
+    bool used = false;
+  };
+
+  bool is_pointwise() const noexcept {
+    return o_.kernel_h == 1 && o_.kernel_w == 1 && o_.stride == 1 && o_.padding == 0;
+  }
+  Geometry geometry(const Shape& xs, const Shape& ys) const {
+    const index_t K = o_.in_channels * o_.kernel_h * o_.kernel_w, P = ys[2] * ys[3];
+    return {xs[0], xs[2], xs[3], ys[2], ys[3], K, P, o_.in_channels * xs[2] * xs[3], o_.out_channels * P};
+  }
+  void prepare_scratch(const Geometry& g, bool grads) {
+    scratch_.resize(static_cast<std::size_t>(num_threads()));
+    for (Scratch& sc : scratch_) {
+      sc.col.resize(static_cast<std::size_t>(g.K * g.P));
+      sc.used = grads;
+      if (grads) {
+        sc.dW.assign(static_cast<std::size_t>(W_.size()), T(0));
+        sc.db.assign(static_cast<std::size_t>(b_.size()), T(0));
+      }
+    }
+  }
+  static void detail_axpy(T* a, const T* b, index_t n) { axpy(a, b, n); }
+
+  Conv2dOptions o_;
+  Tensor<T> W_, dW_, b_, db_;
+  ConstView<T> x_;
+  std::vector<Scratch> scratch_;
+};
+
+}  // namespace lamina
