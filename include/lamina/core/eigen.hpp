@@ -61,10 +61,17 @@ auto view_of(const Eigen::PlainObjectBase<Derived>& m) {
   if constexpr (Derived::IsRowMajor) return ConstView<S>(m.data(), Shape{r, c}, Strides{m.outerStride(), 1, 0, 0});
   else return ConstView<S>(m.data(), Shape{r, c}, Strides{1, m.outerStride(), 0, 0});
 }
+/// Views of Eigen::Map (any strides): writable for a writable map.
+template <class PlainType, int Options, class StrideType>
+auto view_of(Eigen::Map<PlainType, Options, StrideType>& m) {
+  using Elem = std::remove_pointer_t<decltype(m.data())>;
+  const index_t r = m.rows(), c = m.cols();
+  if constexpr (PlainType::IsRowMajor) return View<Elem>(m.data(), Shape{r, c}, Strides{m.outerStride(), m.innerStride(), 0, 0});
+  else return View<Elem>(m.data(), Shape{r, c}, Strides{m.innerStride(), m.outerStride(), 0, 0});
+}
 template <class PlainType, int Options, class StrideType>
 auto view_of(const Eigen::Map<PlainType, Options, StrideType>& m) {
-  using Ptr = decltype(m.data());
-  using Elem = std::remove_pointer_t<Ptr>;
+  using Elem = const typename PlainType::Scalar;
   const index_t r = m.rows(), c = m.cols();
   if constexpr (PlainType::IsRowMajor) return View<Elem>(m.data(), Shape{r, c}, Strides{m.outerStride(), m.innerStride(), 0, 0});
   else return View<Elem>(m.data(), Shape{r, c}, Strides{m.innerStride(), m.outerStride(), 0, 0});
