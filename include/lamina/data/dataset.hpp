@@ -1,0 +1,158 @@
+#pragma once
+// An image classification data set in memory and a batch loader with
+// shuffling, normalisation and optional augmentation (random crop with zero
+// padding, horizontal flip), as the E1 training recipe (spec/experiments.md).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "lamina/core/random.hpp"
+#include "lamina/core/tensor.hpp"
+#include "lamina/data/idx.hpp"
+
+namespace lamina::data {
+
+/// Images as raw intensities in [0, 1], [N, C, H, W]; labels in [0, classes).
+struct Dataset {
+  Tensor<float> images;
+  std::vector<std::int32_t> labels;
+  index_t num_classes = 0;
+  index_t size() const noexcept { return images.rank() == 4 ? images.dim(0) : 0; }
+
+  /// The first n samples (n <= size()).
+  Dataset head(index_t n) const {
+    require(n >= 0 && n <= size(), "Dataset", "head(n)", detail::concat("in [0, ", size(), "]"), n);
+    Dataset d;
+    const index_t per = images.size() / std::max<index_t>(size(), 1);
+    d.images = Tensor<float>(Shape{n, images.dim(1), images.dim(2), images.dim(3)});
+    std::copy(images.data(), images.data() + n * per, d.images.data());
+    d.labels.assign(labels.begin(), labels.begin() + n);
+    d.num_classes = num_classes;
+    return d;
+  }
+};
+
+/// Per-channel mean and standard deviation of a data set's intensities.
+struct Normalization {
+  float mean = 0, stddev = 1;
+};
+inline Normalization statistics(const Dataset& d) {
+  double s = 0, q = 0;
+  for (float v : d.images.span()) {
+    s += v;
+    q += double(v) * v;
+  }
+  const double n = double(d.images.size()), m = s / n;
+  return {float(m), float(std::sqrt(std::max(q / n - m * m, 1e-12)))};
+}
+
+/// Builds a data set from an images IDX file [N, H, W] and a labels file [N].
+inline Dataset load_idx_pair(const std::filesystem::path& images, const std::filesystem::path& labels,
+                             index_t num_classes, index_t limit = 0) {
+  const IdxArray im = read_idx(images), lb = read_idx(labels);
+  if (im.dims.size() != 3)
+    throw io_error(detail::concat("lamina::load_idx_pair: ", images.string(), ": rank: expected 3 ([N, H, W]), got ", im.dims.size()));
+  if (lb.dims.size() != 1)
+    throw io_error(detail::concat("lamina::load_idx_pair: ", labels.string(), ": rank: expected 1 ([N]), got ", lb.dims.size()));
+  if (im.dims[0] != lb.dims[0])
+    throw io_error(detail::concat("lamina::load_idx_pair: sample count: images have ", im.dims[0], ", labels have ", lb.dims[0]));
+  index_t n = im.dims[0];
+  if (limit > 0) n = std::min(n, limit);
+  const index_t H = im.dims[1], W = im.dims[2];
+  Dataset d;
+  d.num_classes = num_classes;
+  d.images = Tensor<float>(Shape{n, 1, H, W});
+  for (index_t i = 0; i < n * H * W; ++i) d.images[i] = float(im.values[static_cast<std::size_t>(i)]) / 255.0f;
+  d.labels.resize(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) {
+    const int y = lb.values[static_cast<std::size_t>(i)];
+    if (y >= num_classes)
+      throw io_error(detail::concat("lamina::load_idx_pair: ", labels.string(), ": label ", i, ": expected < ", num_classes, ", got ", y));
+    d.labels[static_cast<std::size_t>(i)] = y;
+  }
+  return d;
+}
+
+/// Fashion-MNIST from Debian's dataset-fashion-mnist (or any folder with the
+/// four standard file names). split: "train" or "test".
+inline std::filesystem::path default_fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }
+inline Dataset load_fashion_mnist(const std::filesystem::path& dir, const std::string& split, index_t limit = 0) {
+  require(split == "train" || split == "test", "load_fashion_mnist", "split", "\"train\" or \"test\"", split);
+  const std::string p = split == "train" ? "train" : "t10k";
+  return load_idx_pair(dir / (p + "-images-idx3-ubyte.gz"), dir / (p + "-labels-idx1-ubyte.gz"), 10, limit);
+}
+
+struct Augmentation {
+  index_t pad = 0;     ///< random crop of the original size from the zero-padded image
+  bool hflip = false;  ///< horizontal flip with probability 1/2
+};
+
+/// Iterates over a data set in batches of scalar type T.
+template <class T>
+class Loader {
+ public:
+  Loader(const Dataset& d, index_t batch_size, Normalization norm, bool shuffle = false, Augmentation aug = {},
+         std::uint64_t seed = 1)
+      : d_(&d), bs_(batch_size), norm_(norm), shuffle_(shuffle), aug_(aug), rng_(seed) {
+    require(batch_size > 0, "Loader", "batch_size", "> 0", batch_size);
+    require(d.size() > 0, "Loader", "data set size", "> 0", d.size());
+    require(norm.stddev > 0, "Loader", "normalization stddev", "> 0", norm.stddev);
+    require(aug.pad >= 0, "Loader", "augmentation pad", ">= 0", aug.pad);
+    order_.resize(static_cast<std::size_t>(d.size()));
+    std::iota(order_.begin(), order_.end(), index_t(0));
+  }
+  index_t batches() const noexcept { return (d_->size() + bs_ - 1) / bs_; }
+  index_t size() const noexcept { return d_->size(); }
+
+  /// Starts an epoch: a new permutation when shuffling.
+  void start_epoch() {
+    if (!shuffle_) return;
+    for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_.below(i)]);
+  }
+
+  /// Batch i of the epoch: normalised (and augmented) images and their labels.
+  void batch(index_t i, Tensor<T>& x, std::vector<std::int32_t>& y) {
+    require(i >= 0 && i < batches(), "Loader", "batch index", detail::concat("in [0, ", batches(), ")"), i);
+    const index_t first = i * bs_, n = std::min(bs_, d_->size() - first);
+    const Tensor<float>& im = d_->images;
+    const index_t C = im.dim(1), H = im.dim(2), W = im.dim(3), per = C * H * W;
+    x.resize(Shape{n, C, H, W});
+    y.resize(static_cast<std::size_t>(n));
+    const T zero = T((0.0f - norm_.mean) / norm_.stddev), inv = T(1.0f / norm_.stddev), mean = T(norm_.mean);
+    for (index_t k = 0; k < n; ++k) {
+      const index_t s = order_[static_cast<std::size_t>(first + k)];
+      y[static_cast<std::size_t>(k)] = d_->labels[static_cast<std::size_t>(s)];
+      const float* src = im.data() + s * per;
+      T* dst = x.data() + k * per;
+      index_t dy = 0, dx = 0;
+      bool flip = false;
+      if (aug_.pad > 0) {
+        dy = index_t(rng_.below(std::uint64_t(2 * aug_.pad + 1))) - aug_.pad;
+        dx = index_t(rng_.below(std::uint64_t(2 * aug_.pad + 1))) - aug_.pad;
+      }
+      if (aug_.hflip) flip = rng_.below(2) == 1;
+      for (index_t c = 0; c < C; ++c)
+        for (index_t r = 0; r < H; ++r)
+          for (index_t q = 0; q < W; ++q) {
+            const index_t sr = r + dy, sq0 = q + dx, sq = flip ? W - 1 - sq0 : sq0;
+            const bool inside = sr >= 0 && sr < H && sq0 >= 0 && sq0 < W;
+            dst[(c * H + r) * W + q] = inside ? (T(src[(c * H + sr) * W + sq]) - mean) * inv : zero;
+          }
+    }
+  }
+
+ private:
+  const Dataset* d_;
+  index_t bs_;
+  Normalization norm_;
+  bool shuffle_;
+  Augmentation aug_;
+  Rng rng_;
+  std::vector<index_t> order_;
+};
+
+}  // namespace lamina::data
