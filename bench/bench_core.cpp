@@ -1,0 +1,153 @@
+// Core-module throughput: Linear and Conv2d forward/backward (GFLOP/s), beside
+// the bare Eigen GEMM of the same size (the ceiling of the im2col approach), and
+// the training step of the E1 baseline ResNet (ms per batch of 128) at 1 and 2
+// threads.
+#include <benchmark/benchmark.h>
+
+#include "lamina/lamina.hpp"
+
+using namespace lamina;
+
+namespace {
+template <class T>
+Tensor<T> random(Shape s, std::uint64_t seed) {
+  Rng rng(seed);
+  Tensor<T> t(s);
+  for (T& v : t.span()) v = T(rng.uniform(-1, 1));
+  return t;
+}
+void gflops(benchmark::State& st, double flops_per_iter) {
+  st.counters["GFLOP/s"] = benchmark::Counter(flops_per_iter * double(st.iterations()) * 1e-9, benchmark::Counter::kIsRate);
+}
+
+// ---- Linear: N x in -> N x out --------------------------------------------------
+template <class T>
+void BM_LinearForward(benchmark::State& st) {
+  set_num_threads(1);
+  const index_t N = st.range(0), D = st.range(1);
+  Rng rng(1);
+  Linear<T> lin(D, D, rng);
+  auto x = random<T>({N, D}, 2);
+  Tensor<T> y(Shape{N, D});
+  for (auto _ : st) {
+    lin.forward(x.cview(), y.view());
+    benchmark::DoNotOptimize(y.data());
+  }
+  gflops(st, 2.0 * double(N * D * D));
+}
+template <class T>
+void BM_LinearBackward(benchmark::State& st) {
+  set_num_threads(1);
+  const index_t N = st.range(0), D = st.range(1);
+  Rng rng(1);
+  Linear<T> lin(D, D, rng);
+  auto x = random<T>({N, D}, 2), dy = random<T>({N, D}, 3);
+  Tensor<T> y(Shape{N, D}), dx(Shape{N, D});
+  lin.forward(x.cview(), y.view());
+  for (auto _ : st) {
+    lin.backward(dy.cview(), dx.view());
+    benchmark::DoNotOptimize(dx.data());
+  }
+  gflops(st, 4.0 * double(N * D * D));
+}
+// The same product with Eigen alone: the ceiling for Linear.
+template <class T>
+void BM_EigenGemm(benchmark::State& st) {
+  set_num_threads(1);
+  const index_t M = st.range(0), K = st.range(1), N = st.range(2);
+  RowMatrix<T> a = RowMatrix<T>::Random(M, K), b = RowMatrix<T>::Random(K, N), c(M, N);
+  for (auto _ : st) {
+    c.noalias() = a * b;
+    benchmark::DoNotOptimize(c.data());
+  }
+  gflops(st, 2.0 * double(M * K * N));
+}
+
+// ---- Conv2d on the E1 network's shapes -------------------------------------------
+// Args: batch, channels (in = out), spatial size.
+template <class T>
+void BM_Conv2dForward(benchmark::State& st) {
+  set_num_threads(int(st.range(3)));
+  const index_t B = st.range(0), C = st.range(1), S = st.range(2);
+  Rng rng(1);
+  Conv2d<T> conv({C, C, 3, 3, 1, 1, false}, rng);
+  auto x = random<T>({B, C, S, S}, 2);
+  Tensor<T> y(Shape{B, C, S, S});
+  for (auto _ : st) {
+    conv.forward(x.cview(), y.view());
+    benchmark::DoNotOptimize(y.data());
+  }
+  gflops(st, 2.0 * double(B * C * S * S * C * 9));
+}
+template <class T>
+void BM_Conv2dBackward(benchmark::State& st) {
+  set_num_threads(int(st.range(3)));
+  const index_t B = st.range(0), C = st.range(1), S = st.range(2);
+  Rng rng(1);
+  Conv2d<T> conv({C, C, 3, 3, 1, 1, false}, rng);
+  auto x = random<T>({B, C, S, S}, 2), dy = random<T>({B, C, S, S}, 3);
+  Tensor<T> y(Shape{B, C, S, S}), dx(Shape{B, C, S, S});
+  conv.forward(x.cview(), y.view());
+  for (auto _ : st) {
+    conv.backward(dy.cview(), dx.view());
+    benchmark::DoNotOptimize(dx.data());
+  }
+  gflops(st, 4.0 * double(B * C * S * S * C * 9));
+}
+// One image's im2col GEMM [C, 9C] x [9C, S*S], B times: the GEMM part of the conv alone.
+template <class T>
+void BM_Conv2dGemmOnly(benchmark::State& st) {
+  set_num_threads(1);
+  const index_t B = st.range(0), C = st.range(1), S = st.range(2);
+  RowMatrix<T> w = RowMatrix<T>::Random(C, 9 * C), col = RowMatrix<T>::Random(9 * C, S * S), y(C, S * S);
+  for (auto _ : st) {
+    for (index_t b = 0; b < B; ++b) {
+      y.noalias() = w * col;
+      benchmark::DoNotOptimize(y.data());
+    }
+  }
+  gflops(st, 2.0 * double(B * C * S * S * C * 9));
+}
+
+// ---- The E1 training step (forward, loss, backward, SGD step) -------------------
+void BM_ResNetTrainStep(benchmark::State& st) {
+  const int threads = int(st.range(0));
+  set_num_threads(threads);
+  Rng rng(1);
+  auto net = make_resnet<float>({}, rng);
+  optim::SGD<float> opt(net, {0.05, 0.9, 0.0, 5e-4, false});
+  SoftmaxCrossEntropy<float> loss;
+  const index_t B = 128;
+  auto x = random<float>({B, 1, 28, 28}, 2);
+  std::vector<std::int32_t> labels(B);
+  for (index_t i = 0; i < B; ++i) labels[std::size_t(i)] = std::int32_t(i % 10);
+  Tensor<float> y(Shape{B, 10}), dy(Shape{B, 10}), dx(x.shape());
+  for (auto _ : st) {
+    net.forward(x.cview(), y.view());
+    benchmark::DoNotOptimize(loss.forward(y.cview(), labels));
+    dy.zero();
+    loss.backward(dy.view());
+    dx.zero();
+    opt.zero_grad();
+    net.backward(dy.cview(), dx.view());
+    opt.step();
+  }
+  st.counters["images/s"] = benchmark::Counter(double(B) * double(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["threads"] = threads;
+}
+}  // namespace
+
+BENCHMARK_TEMPLATE(BM_LinearForward, float)->Args({4096, 256})->Args({4096, 1024});
+BENCHMARK_TEMPLATE(BM_LinearBackward, float)->Args({4096, 256})->Args({4096, 1024});
+BENCHMARK_TEMPLATE(BM_EigenGemm, float)->Args({4096, 256, 256})->Args({4096, 1024, 1024});
+BENCHMARK_TEMPLATE(BM_Conv2dForward, float)
+    ->Args({128, 16, 28, 1})->Args({128, 32, 14, 1})->Args({128, 64, 7, 1})
+    ->Args({128, 16, 28, 2})->Args({128, 64, 7, 2})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_Conv2dBackward, float)
+    ->Args({128, 16, 28, 1})->Args({128, 32, 14, 1})->Args({128, 64, 7, 1})
+    ->Args({128, 16, 28, 2})->Args({128, 64, 7, 2})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_Conv2dGemmOnly, float)->Args({128, 16, 28})->Args({128, 32, 14})->Args({128, 64, 7})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ResNetTrainStep)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
