@@ -77,6 +77,7 @@ int main(int argc, char** argv) try {
     history.push_back({e + 1, opt.lr(), st, ev});
     std::printf("epoch %ld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.1f s, %.0f img/s\n", e + 1,
                 st.loss, 100 * st.accuracy, ev.loss, 100 * ev.accuracy, st.seconds, st.images_per_second);
+    std::fflush(stdout);  // one line per epoch even when stdout is a file
     train::write_csv((out / "history.csv").string(), history);
   }
 
