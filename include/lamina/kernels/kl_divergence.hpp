@@ -1,0 +1,157 @@
+#pragma once
+// KL divergence kernels (spec/kernels.md).
+//
+// From probabilities: KL(p‖q) = Σ p_i (log p_i − log q_i); terms with p_i = 0
+// count 0. With smoothing ε > 0 both vectors become (v + ε)/(1 + nε); the
+// normaliser cancels inside the log, so
+//   KL_ε = Σ (p_i + ε)(log(p_i + ε) − log(q_i + ε)) / (1 + nε).
+// Non-finite: q_i = 0 with p_i > 0 (ε = 0) gives +Inf; NaN anywhere gives NaN.
+//
+// From logits, fused: KL(softmax(a)‖softmax(b)) = Σ p_i (a_i − b_i) − lse(a) + lse(b),
+// one pass over a and b with online log-sum-exp for both and the weighted sum
+// t = Σ e^{a_i − m_a}(a_i − b_i) rescaled with the a-sum; no temporaries.
+// Non-finite: NaN or +Inf in a row gives NaN.
+#include "lamina/kernels/softmax.hpp"
+
+namespace lamina::kernels {
+
+namespace ref {
+template <class T>
+T kl_probs(const T* p, const T* q, index_t n, T eps = T(0)) {
+  T s = 0;
+  for (index_t i = 0; i < n; ++i) {
+    const T a = p[i] + eps, b = q[i] + eps;
+    if (a != T(0) || std::isnan(a)) s += a * (std::log(a) - std::log(b));
+  }
+  return eps == T(0) ? s : s / (T(1) + T(n) * eps);
+}
+/// Two-step reference: log-softmax of both rows, then Σ p (log p − log q).
+template <class T>
+T kl_logits(const T* a, const T* b, index_t n) {
+  const MaxSum<T> ma = max_sum(a, n), mb = max_sum(b, n);
+  const T la = ma.max + std::log(ma.sum), lb = mb.max + std::log(mb.sum);
+  T s = 0;
+  for (index_t i = 0; i < n; ++i) {
+    const T lpa = a[i] - la, lpb = b[i] - lb;
+    s += std::exp(lpa) * (lpa - lpb);
+  }
+  return s;
+}
+}  // namespace ref
+
+template <class Arch = default_arch, class T>
+T kl_probs(const T* p, const T* q, index_t n, T eps = T(0)) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), U = 4 * W, block = 4096;
+  const V ve(eps), zero(T(0));
+  auto term = [&](const V& pv, const V& qv) {
+    const V a = pv + ve, b = qv + ve;
+    // 0·log 0 = 0: select keeps NaN (a != 0 is true for NaN).
+    return xsimd::select(a != zero, a * (xsimd::log(a) - xsimd::log(b)), zero);
+  };
+  T total = 0;
+  index_t i = 0;
+  while (i + U <= n) {  // blocks of at most 4096 elements in 4 accumulators
+    const index_t end = std::min(n - (n - i) % U, i + block);
+    V acc[4] = {zero, zero, zero, zero};
+    for (; i < end; i += U)
+      for (int k = 0; k < 4; ++k) acc[k] += term(V::load_unaligned(p + i + k * W), V::load_unaligned(q + i + k * W));
+    total += xsimd::hadd((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  }
+  for (; i < n; ++i) {
+    const T a = p[i] + eps, b = q[i] + eps;
+    if (a != T(0) || std::isnan(a)) total += a * (std::log(a) - std::log(b));
+  }
+  return eps == T(0) ? total : total / (T(1) + T(n) * eps);
+}
+
+namespace detail {
+/// Online state of the fused KL: a-sum with its weighted sum t, and b-sum.
+template <class V>
+struct OnlineKL {
+  V ma, sa, t, mb, sb;
+  void add(const V& a, const V& b) noexcept {
+    if (xsimd::any(a > ma)) {
+      const V nm = xsimd::max(ma, a), r = xsimd::exp(ma - nm);
+      sa *= r;
+      t *= r;
+      ma = nm;
+    }
+    if (xsimd::any(b > mb)) {
+      const V nm = xsimd::max(mb, b);
+      sb *= xsimd::exp(mb - nm);
+      mb = nm;
+    }
+    const V ea = xsimd::exp(a - ma);
+    sa += ea;
+    t = xsimd::fma(ea, a - b, t);
+    sb += xsimd::exp(b - mb);
+  }
+};
+template <class T>
+struct KLState {
+  T ma = lowest<T>, sa = 0, t = 0, mb = lowest<T>, sb = 0;
+  void merge(T ma2, T sa2, T t2, T mb2, T sb2) noexcept {
+    if (std::isnan(ma2) || std::isnan(mb2) || std::isnan(t2)) {
+      t = std::numeric_limits<T>::quiet_NaN();
+      return;
+    }
+    const T M = std::max(ma, ma2), r1 = std::exp(ma - M), r2 = std::exp(ma2 - M);
+    sa = sa * r1 + sa2 * r2;
+    t = t * r1 + t2 * r2;
+    ma = M;
+    detail::merge(mb, sb, mb2, sb2);
+  }
+};
+}  // namespace detail
+
+template <class Arch = default_arch, class T>
+T kl_logits(const T* a, const T* b, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), U = 2 * W, block = 4096;
+  detail::KLState<T> st;
+  index_t i = 0;
+  while (i + U <= n) {
+    const index_t end = std::min(n - (n - i) % U, i + block);
+    const V lo(detail::lowest<T>), zero(T(0));
+    detail::OnlineKL<V> acc[2] = {{lo, zero, zero, lo, zero}, {lo, zero, zero, lo, zero}};
+    for (; i < end; i += U)
+      for (int k = 0; k < 2; ++k) acc[k].add(V::load_unaligned(a + i + k * W), V::load_unaligned(b + i + k * W));
+    for (auto& c : acc) {
+      alignas(64) T ma[V::size], sa[V::size], t[V::size], mb[V::size], sb[V::size];
+      c.ma.store_aligned(ma);
+      c.sa.store_aligned(sa);
+      c.t.store_aligned(t);
+      c.mb.store_aligned(mb);
+      c.sb.store_aligned(sb);
+      for (std::size_t l = 0; l < V::size; ++l) st.merge(ma[l], sa[l], t[l], mb[l], sb[l]);
+    }
+  }
+  for (; i < n; ++i) st.merge(a[i], T(1), a[i] - b[i], b[i], T(1));
+  if (n == 0) return T(0);
+  // KL = t/s_a − (m_a + log s_a) + (m_b + log s_b), grouped to limit cancellation.
+  return st.t / st.sa + (st.mb - st.ma) + std::log(st.sb / st.sa);
+}
+
+/// Per-row KL over [R, n] views; out has R entries.
+template <class Arch = default_arch, class T>
+void kl_probs_rows(ConstView<T> p, ConstView<T> q, View<T> out, T eps = T(0)) {
+  require<shape_error>(p.rank() == 2 && q.shape() == p.shape(), "kl_probs_rows", "q shape", p.shape(), q.shape());
+  require<shape_error>(out.size() == p.dim(0), "kl_probs_rows", "out size", p.dim(0), out.size());
+  require(eps >= T(0), "kl_probs_rows", "eps", ">= 0", eps);
+  require_contiguous(p, "kl_probs_rows", "p");
+  require_contiguous(q, "kl_probs_rows", "q");
+  const index_t n = p.dim(1);
+  for (index_t r = 0; r < p.dim(0); ++r) out.data()[r] = kl_probs<Arch>(p.data() + r * n, q.data() + r * n, n, eps);
+}
+template <class Arch = default_arch, class T>
+void kl_logits_rows(ConstView<T> a, ConstView<T> b, View<T> out) {
+  require<shape_error>(a.rank() == 2 && b.shape() == a.shape(), "kl_logits_rows", "b shape", a.shape(), b.shape());
+  require<shape_error>(out.size() == a.dim(0), "kl_logits_rows", "out size", a.dim(0), out.size());
+  require_contiguous(a, "kl_logits_rows", "a");
+  require_contiguous(b, "kl_logits_rows", "b");
+  const index_t n = a.dim(1);
+  for (index_t r = 0; r < a.dim(0); ++r) out.data()[r] = kl_logits<Arch>(a.data() + r * n, b.data() + r * n, n);
+}
+
+}  // namespace lamina::kernels

@@ -1,0 +1,178 @@
+#pragma once
+// Row softmax and log-softmax (spec/kernels.md "softmax / log_softmax rows").
+//   p_i = exp(a_i − M) / S,  log p_i = a_i − M − log S,  M = max a, S = Σ exp(a_j − M)
+// One read pass computes (M, S) online (the running maximum rescales the sum
+// only when it grows), one pass writes. Accumulation runs in 4 vector registers,
+// merged per block of 4096 elements, so float rows of 1e6 stay within 1e-5.
+//
+// Non-finite input (documented behaviour, as PyTorch): a row containing NaN or
+// +Inf gives NaN in every output of that row; −Inf entries give p = 0 and
+// log p = −Inf; a row that is all −Inf gives NaN. n = 0 does nothing.
+#include "lamina/kernels/simd.hpp"
+
+namespace lamina::kernels {
+
+/// Row maximum and Σ exp(a − max).
+template <class T>
+struct MaxSum {
+  T max, sum;
+};
+
+namespace ref {
+template <class T>
+MaxSum<T> max_sum(const T* a, index_t n) {
+  T m = detail::lowest<T>;
+  bool nan = false;
+  for (index_t i = 0; i < n; ++i) {
+    nan = nan || std::isnan(a[i]);
+    m = std::max(m, a[i]);
+  }
+  if (nan) return {std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::quiet_NaN()};
+  T s = 0;
+  for (index_t i = 0; i < n; ++i) s += std::exp(a[i] - m);
+  return {m, s};
+}
+template <class T>
+void softmax(const T* a, T* p, index_t n) {
+  const MaxSum<T> ms = max_sum(a, n);
+  for (index_t i = 0; i < n; ++i) p[i] = std::exp(a[i] - ms.max) / ms.sum;
+}
+template <class T>
+void log_softmax(const T* a, T* out, index_t n) {
+  const MaxSum<T> ms = max_sum(a, n);
+  const T l = std::log(ms.sum);
+  for (index_t i = 0; i < n; ++i) out[i] = a[i] - ms.max - l;
+}
+/// da += p ⊙ (dy − <dy, p>)
+template <class T>
+void softmax_backward(const T* p, const T* dy, T* da, index_t n) {
+  T d = 0;
+  for (index_t i = 0; i < n; ++i) d += dy[i] * p[i];
+  for (index_t i = 0; i < n; ++i) da[i] += p[i] * (dy[i] - d);
+}
+/// da += dy − exp(logp)·Σ dy
+template <class T>
+void log_softmax_backward(const T* logp, const T* dy, T* da, index_t n) {
+  T s = 0;
+  for (index_t i = 0; i < n; ++i) s += dy[i];
+  for (index_t i = 0; i < n; ++i) da[i] += dy[i] - std::exp(logp[i]) * s;
+}
+}  // namespace ref
+
+/// (max, Σ exp(a − max)) of a row in one pass.
+template <class Arch = default_arch, class T>
+MaxSum<T> max_sum(const T* a, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), U = 4 * W, block = 4096;
+  T M = detail::lowest<T>, S = 0;
+  index_t i = 0;
+  for (; i + U <= n;) {
+    const index_t end = std::min(n - (n - i) % U, i + block);
+    detail::OnlineSum<V> acc[4];
+    for (auto& c : acc) c = {V(detail::lowest<T>), V(T(0))};
+    for (; i < end; i += U)
+      for (int k = 0; k < 4; ++k) acc[k].add(V::load_unaligned(a + i + k * W));
+    // Pairwise merge of the 4 accumulators, then across lanes into (M, S).
+    for (int k = 0; k < 4; ++k) {
+      alignas(64) T m[V::size], s[V::size];
+      acc[k].m.store_aligned(m);
+      acc[k].s.store_aligned(s);
+      for (std::size_t l = 0; l < V::size; ++l) detail::merge(M, S, m[l], s[l]);
+    }
+  }
+  for (; i < n; ++i) detail::merge(M, S, a[i], T(1));  // scalar tail
+  return {M, S};
+}
+
+template <class Arch = default_arch, class T>
+void softmax(const T* a, T* p, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const MaxSum<T> ms = max_sum<Arch>(a, n);
+  const T inv = T(1) / ms.sum;
+  const V vm(ms.max), vinv(inv);
+  index_t i = 0;
+  for (; i + W <= n; i += W) (xsimd::exp(V::load_unaligned(a + i) - vm) * vinv).store_unaligned(p + i);
+  for (; i < n; ++i) p[i] = std::exp(a[i] - ms.max) * inv;
+}
+
+template <class Arch = default_arch, class T>
+void log_softmax(const T* a, T* out, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const MaxSum<T> ms = max_sum<Arch>(a, n);
+  // (a − M) − log S, never a − (M + log S): M + log S rounds to M's ulp (6e-5 at 1000 in float).
+  const T l = std::log(ms.sum);
+  const V vm(ms.max), vl(l);
+  index_t i = 0;
+  for (; i + W <= n; i += W) ((V::load_unaligned(a + i) - vm) - vl).store_unaligned(out + i);
+  for (; i < n; ++i) out[i] = (a[i] - ms.max) - l;
+}
+
+namespace detail {
+/// Σ x_i y_i in 4 vector accumulators, folded every 4096 elements.
+template <class Arch, class T>
+T dot(const T* x, const T* y, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), U = 4 * W, block = 4096;
+  T total = 0;
+  index_t i = 0;
+  while (i + U <= n) {
+    const index_t end = std::min(n - (n - i) % U, i + block);
+    V acc[4] = {V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+    for (; i < end; i += U)
+      for (int k = 0; k < 4; ++k) acc[k] = xsimd::fma(V::load_unaligned(x + i + k * W), V::load_unaligned(y + i + k * W), acc[k]);
+    total += xsimd::hadd((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  }
+  for (; i < n; ++i) total += x[i] * y[i];
+  return total;
+}
+}  // namespace detail
+
+/// da += p ⊙ (dy − <dy, p>) (backward of softmax, adds).
+template <class Arch = default_arch, class T>
+void softmax_backward(const T* p, const T* dy, T* da, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const T d = detail::dot<Arch>(dy, p, n);
+  const V vd(d);
+  index_t i = 0;
+  for (; i + W <= n; i += W) {
+    const V pv = V::load_unaligned(p + i);
+    xsimd::fma(pv, V::load_unaligned(dy + i) - vd, V::load_unaligned(da + i)).store_unaligned(da + i);
+  }
+  for (; i < n; ++i) da[i] += p[i] * (dy[i] - d);
+}
+/// da += dy − exp(logp)·Σ dy (backward of log-softmax, adds).
+template <class Arch = default_arch, class T>
+void log_softmax_backward(const T* logp, const T* dy, T* da, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  T s = 0;
+  for (index_t i = 0; i < n; ++i) s += dy[i];
+  const V vs(s);
+  index_t i = 0;
+  for (; i + W <= n; i += W)
+    (V::load_unaligned(da + i) + V::load_unaligned(dy + i) - xsimd::exp(V::load_unaligned(logp + i)) * vs).store_unaligned(da + i);
+  for (; i < n; ++i) da[i] += dy[i] - std::exp(logp[i]) * s;
+}
+
+/// Row-wise over [R, n] views (contiguous rows).
+template <class Arch = default_arch, class T>
+void softmax_rows(ConstView<T> a, View<T> p) {
+  require<shape_error>(a.rank() == 2 && p.shape() == a.shape(), "softmax_rows", "p shape", a.shape(), p.shape());
+  require_contiguous(a, "softmax_rows", "a");
+  require_contiguous(p, "softmax_rows", "p");
+  const index_t R = a.dim(0), n = a.dim(1);
+  for (index_t r = 0; r < R; ++r) softmax<Arch>(a.data() + r * n, p.data() + r * n, n);
+}
+template <class Arch = default_arch, class T>
+void log_softmax_rows(ConstView<T> a, View<T> out) {
+  require<shape_error>(a.rank() == 2 && out.shape() == a.shape(), "log_softmax_rows", "out shape", a.shape(), out.shape());
+  require_contiguous(a, "log_softmax_rows", "a");
+  require_contiguous(out, "log_softmax_rows", "out");
+  const index_t R = a.dim(0), n = a.dim(1);
+  for (index_t r = 0; r < R; ++r) log_softmax<Arch>(a.data() + r * n, out.data() + r * n, n);
+}
+
+}  // namespace lamina::kernels

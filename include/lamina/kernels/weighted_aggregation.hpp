@@ -1,0 +1,153 @@
+#pragma once
+// Weighted aggregation, the layer-attention retrieval (spec/kernels.md,
+// layer_attention.md §3):  o = Σ_{s<t} w_s v_s  over t arrays of length L,
+// and its backward  ∂v_s += w_s ∂o,  ∂w_s += <∂o, v_s>.
+// Each v_s is read once and o written once (t + 1 streams); the backward reads
+// ∂o once for all s. NaN/Inf propagate as in the arithmetic (0·Inf = NaN).
+#include <span>
+#include <vector>
+
+#include "lamina/kernels/simd.hpp"
+
+namespace lamina::kernels {
+
+namespace ref {
+template <class T>
+void weighted_sum(std::span<const T* const> v, std::span<const T> w, T* o, index_t L) {
+  for (index_t i = 0; i < L; ++i) {
+    T s = 0;
+    for (std::size_t k = 0; k < v.size(); ++k) s += w[k] * v[k][i];
+    o[i] = s;
+  }
+}
+template <class T>
+void weighted_sum_backward(std::span<const T* const> v, std::span<const T> w, const T* dout,
+                           std::span<T* const> dv, std::span<T> dw, index_t L) {
+  for (std::size_t k = 0; k < v.size(); ++k) {
+    T d = 0;
+    for (index_t i = 0; i < L; ++i) {
+      dv[k][i] += w[k] * dout[i];
+      d += dout[i] * v[k][i];
+    }
+    dw[k] += d;
+  }
+}
+}  // namespace ref
+
+/// o[0..L) = Σ_k w[k] v[k][0..L). o may not alias any v[k].
+template <class Arch = default_arch, class T>
+void weighted_sum(std::span<const T* const> v, std::span<const T> w, T* o, index_t L) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const std::size_t t = v.size();
+  if (t == 0) {
+    std::fill(o, o + L, T(0));
+    return;
+  }
+  index_t i = 0;
+  for (; i + 2 * W <= L; i += 2 * W) {  // two independent vectors per step
+    const V w0(w[0]);
+    V a = w0 * V::load_unaligned(v[0] + i), b = w0 * V::load_unaligned(v[0] + i + W);
+    for (std::size_t k = 1; k < t; ++k) {
+      const V wk(w[k]);
+      a = xsimd::fma(wk, V::load_unaligned(v[k] + i), a);
+      b = xsimd::fma(wk, V::load_unaligned(v[k] + i + W), b);
+    }
+    a.store_unaligned(o + i);
+    b.store_unaligned(o + i + W);
+  }
+  for (; i < L; ++i) {
+    T s = w[0] * v[0][i];
+    for (std::size_t k = 1; k < t; ++k) s = std::fma(w[k], v[k][i], s);
+    o[i] = s;
+  }
+}
+
+/// dv[k] += w[k]·dout, dw[k] += <dout, v[k]> (adds, as every backward in lamina).
+template <class Arch = default_arch, class T>
+void weighted_sum_backward(std::span<const T* const> v, std::span<const T> w, const T* dout,
+                           std::span<T* const> dv, std::span<T> dw, index_t L) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), block = 4096;
+  const std::size_t t = v.size();
+  std::vector<T> total(t, T(0));
+  // Per-k dot products in vector accumulators, folded into `total` every block
+  // (two-level summation keeps float error small for long rows).
+  constexpr std::size_t small = 16;
+  V acc_small[small];
+  std::vector<V> acc_large(t > small ? t : 0);
+  V* acc = t > small ? acc_large.data() : acc_small;
+  index_t i = 0;
+  while (i + W <= L) {
+    const index_t end = std::min(L - (L - i) % W, i + block);
+    for (std::size_t k = 0; k < t; ++k) acc[k] = V(T(0));
+    for (; i < end; i += W) {
+      const V g = V::load_unaligned(dout + i);
+      for (std::size_t k = 0; k < t; ++k) {
+        acc[k] = xsimd::fma(g, V::load_unaligned(v[k] + i), acc[k]);
+        xsimd::fma(V(w[k]), g, V::load_unaligned(dv[k] + i)).store_unaligned(dv[k] + i);
+      }
+    }
+    for (std::size_t k = 0; k < t; ++k) total[k] += xsimd::hadd(acc[k]);
+  }
+  for (; i < L; ++i)
+    for (std::size_t k = 0; k < t; ++k) {
+      total[k] += dout[i] * v[k][i];
+      dv[k][i] += w[k] * dout[i];
+    }
+  for (std::size_t k = 0; k < t; ++k) dw[k] += total[k];
+}
+
+/// Batched retrieval: V_s are [R, L] (R = B·G rows), A is [R, t] (row r holds
+/// the weights of row r), O is [R, L]: O[r] = Σ_s A[r, s] V_s[r].
+template <class Arch = default_arch, class T>
+void aggregate(std::span<const ConstView<T>> V, ConstView<T> A, View<T> O) {
+  const index_t t = index_t(V.size());
+  require<shape_error>(A.rank() == 2 && A.dim(1) == t, "aggregate", "A shape", Shape{O.dim(0), t}, A.shape());
+  require<shape_error>(O.rank() == 2 && O.dim(0) == A.dim(0), "aggregate", "O rows", A.dim(0), O.shape());
+  for (const auto& v : V) {
+    require<shape_error>(v.shape() == O.shape(), "aggregate", "V_s shape", O.shape(), v.shape());
+    require_contiguous(v, "aggregate", "V_s");
+  }
+  require_contiguous(A, "aggregate", "A");
+  require_contiguous(O, "aggregate", "O");
+  const index_t R = O.dim(0), L = O.dim(1);
+  std::vector<const T*> ptr(static_cast<std::size_t>(t));
+  for (index_t r = 0; r < R; ++r) {
+    for (index_t s = 0; s < t; ++s) ptr[std::size_t(s)] = V[std::size_t(s)].data() + r * L;
+    weighted_sum<Arch, T>(ptr, std::span<const T>(A.data() + r * t, std::size_t(t)), O.data() + r * L, L);
+  }
+}
+
+/// Backward of aggregate(): dV_s[r] += A[r, s]·dO[r], dA[r, s] += <dO[r], V_s[r]>.
+template <class Arch = default_arch, class T>
+void aggregate_backward(std::span<const ConstView<T>> V, ConstView<T> A, ConstView<T> dO, std::span<const View<T>> dV,
+                        View<T> dA) {
+  const index_t t = index_t(V.size());
+  require<shape_error>(A.rank() == 2 && A.dim(1) == t, "aggregate_backward", "A shape", Shape{dO.dim(0), t}, A.shape());
+  require<shape_error>(dA.shape() == A.shape(), "aggregate_backward", "dA shape", A.shape(), dA.shape());
+  require<shape_error>(index_t(dV.size()) == t, "aggregate_backward", "number of dV", t, dV.size());
+  require<shape_error>(dO.rank() == 2 && dO.dim(0) == A.dim(0), "aggregate_backward", "dO rows", A.dim(0), dO.shape());
+  for (index_t s = 0; s < t; ++s) {
+    require<shape_error>(V[std::size_t(s)].shape() == dO.shape(), "aggregate_backward", "V_s shape", dO.shape(), V[std::size_t(s)].shape());
+    require<shape_error>(dV[std::size_t(s)].shape() == dO.shape(), "aggregate_backward", "dV_s shape", dO.shape(), dV[std::size_t(s)].shape());
+    require_contiguous(V[std::size_t(s)], "aggregate_backward", "V_s");
+    require_contiguous(dV[std::size_t(s)], "aggregate_backward", "dV_s");
+  }
+  require_contiguous(A, "aggregate_backward", "A");
+  require_contiguous(dA, "aggregate_backward", "dA");
+  require_contiguous(dO, "aggregate_backward", "dO");
+  const index_t R = dO.dim(0), L = dO.dim(1);
+  std::vector<const T*> vp(static_cast<std::size_t>(t));
+  std::vector<T*> dvp(static_cast<std::size_t>(t));
+  for (index_t r = 0; r < R; ++r) {
+    for (index_t s = 0; s < t; ++s) {
+      vp[std::size_t(s)] = V[std::size_t(s)].data() + r * L;
+      dvp[std::size_t(s)] = dV[std::size_t(s)].data() + r * L;
+    }
+    weighted_sum_backward<Arch, T>(vp, std::span<const T>(A.data() + r * t, std::size_t(t)), dO.data() + r * L, dvp,
+                                   std::span<T>(dA.data() + r * t, std::size_t(t)), L);
+  }
+}
+
+}  // namespace lamina::kernels

@@ -1,0 +1,395 @@
+// SIMD kernels against their scalar references (every tail length, unaligned
+// starts, long rows, adversarial values), against ../shared/golden, and the
+// accuracy bounds of spec/kernels.md.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "lamina/core/random.hpp"
+#include "lamina/kernels/depthwise_conv3x3.hpp"
+#include "lamina/kernels/kl_divergence.hpp"
+#include "lamina/kernels/softmax.hpp"
+#include "lamina/kernels/weighted_aggregation.hpp"
+#include "support/golden.hpp"
+
+using namespace lamina;
+namespace k = lamina::kernels;
+
+namespace {
+constexpr double inf = std::numeric_limits<double>::infinity();
+constexpr double nan_ = std::numeric_limits<double>::quiet_NaN();
+
+template <class T>
+std::vector<T> randv(index_t n, std::uint64_t seed, double lo = -4, double hi = 4) {
+  Rng r(seed);
+  std::vector<T> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = T(r.uniform(lo, hi));
+  return v;
+}
+template <class T>
+std::vector<T> random_probs(index_t n, std::uint64_t seed) {
+  auto v = randv<T>(n, seed, 0, 1);
+  T s = 0;
+  for (T x : v) s += x;
+  for (T& x : v) x /= s;
+  return v;
+}
+// |a - b| <= rel·|b| + abs, NaN only where the reference is NaN.
+template <class A, class B>
+bool close(A a, B b, double rel, double abs = 0) {
+  if (std::isnan(double(b))) return std::isnan(double(a));
+  if (std::isinf(double(b))) return double(a) == double(b);
+  return std::abs(double(a) - double(b)) <= rel * std::abs(double(b)) + abs;
+}
+// Max lanes over every type: lengths 0 .. 3 × the widest vector + 2.
+template <class T>
+index_t max_len() {
+  return 3 * k::lanes<T> + 2;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("softmax and log_softmax equal the reference at every tail length and offset", "[kernels][softmax]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 2e-6 : 1e-14;
+  for (index_t n = 0; n <= max_len<T>(); ++n)
+    for (index_t off : {0, 1, 3}) {
+      INFO("n " << n << " offset " << off);
+      auto a = randv<T>(n + off, std::uint64_t(100 + n));
+      std::vector<T> p(std::size_t(n + off), T(-7)), r(static_cast<std::size_t>(n)), lp(std::size_t(n + off)), lr(static_cast<std::size_t>(n));
+      k::softmax(a.data() + off, p.data() + off, n);
+      k::ref::softmax(a.data() + off, r.data(), n);
+      k::log_softmax(a.data() + off, lp.data() + off, n);
+      k::ref::log_softmax(a.data() + off, lr.data(), n);
+      for (index_t i = 0; i < off; ++i) REQUIRE(p[std::size_t(i)] == T(-7));  // nothing written before the row
+      for (index_t i = 0; i < n; ++i) {
+        REQUIRE(close(p[std::size_t(off + i)], r[std::size_t(i)], tol, 1e-30));
+        REQUIRE(close(lp[std::size_t(off + i)], lr[std::size_t(i)], tol, tol));
+      }
+    }
+}
+
+TEMPLATE_TEST_CASE("KL kernels equal the reference at every tail length and offset", "[kernels][kl]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
+  for (index_t n = 0; n <= max_len<T>(); ++n)
+    for (index_t off : {0, 1}) {
+      INFO("n " << n << " offset " << off);
+      auto p = random_probs<T>(n + off, std::uint64_t(7 + n)), q = random_probs<T>(n + off, std::uint64_t(900 + n));
+      if (n > 2) p[std::size_t(off + 1)] = 0;  // a zero term
+      for (T eps : {T(0), T(1e-6)}) {
+        const T got = k::kl_probs(p.data() + off, q.data() + off, n, eps), ref = k::ref::kl_probs(p.data() + off, q.data() + off, n, eps);
+        REQUIRE(close(got, ref, tol, tol * 1e-3));
+      }
+      auto a = randv<T>(n + off, 3 * std::uint64_t(n)), b = randv<T>(n + off, 5 * std::uint64_t(n) + 1);
+      REQUIRE(close(k::kl_logits(a.data() + off, b.data() + off, n), k::ref::kl_logits(a.data() + off, b.data() + off, n), tol, tol));
+    }
+}
+
+TEMPLATE_TEST_CASE("weighted aggregation and its backward equal the reference", "[kernels][aggregation]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+  for (index_t t : {1, 2, 5, 17})  // 17 > the kernel's 16 in-register accumulators
+    for (index_t L = 0; L <= max_len<T>(); L += (t == 5 ? 1 : 7))
+      for (index_t off : {0, 1}) {
+        INFO("t " << t << " L " << L << " offset " << off);
+        std::vector<std::vector<T>> v, dv, dv_ref;
+        std::vector<const T*> vp;
+        std::vector<T*> dvp, dvp_ref;
+        for (index_t s = 0; s < t; ++s) {
+          v.push_back(randv<T>(L + off, std::uint64_t(s * 31 + L)));
+          dv.push_back(randv<T>(L + off, std::uint64_t(s * 37 + L)));
+          dv_ref.push_back(dv.back());
+        }
+        for (index_t s = 0; s < t; ++s) {
+          vp.push_back(v[std::size_t(s)].data() + off);
+          dvp.push_back(dv[std::size_t(s)].data() + off);
+          dvp_ref.push_back(dv_ref[std::size_t(s)].data() + off);
+        }
+        const auto w = randv<T>(t, 11), dout = randv<T>(L + off, 12);
+        std::vector<T> o(std::size_t(L + off)), o_ref(std::size_t(L + off));
+        k::weighted_sum<k::default_arch, T>(vp, w, o.data() + off, L);
+        k::ref::weighted_sum<T>(vp, w, o_ref.data() + off, L);
+        for (index_t i = off; i < L + off; ++i) REQUIRE(close(o[std::size_t(i)], o_ref[std::size_t(i)], tol, tol));
+        std::vector<T> dw(std::size_t(t), T(0.5)), dw_ref(std::size_t(t), T(0.5));
+        k::weighted_sum_backward<k::default_arch, T>(vp, w, dout.data() + off, dvp, dw, L);
+        k::ref::weighted_sum_backward<T>(vp, w, dout.data() + off, dvp_ref, dw_ref, L);
+        for (index_t s = 0; s < t; ++s) {
+          REQUIRE(close(dw[std::size_t(s)], dw_ref[std::size_t(s)], tol, tol * std::sqrt(double(L + 1))));
+          for (index_t i = 0; i < L + off; ++i) REQUIRE(close(dv[std::size_t(s)][std::size_t(i)], dv_ref[std::size_t(s)][std::size_t(i)], tol, tol));
+        }
+      }
+}
+
+TEMPLATE_TEST_CASE("depthwise 3x3 convolution equals the reference for every width", "[kernels][depthwise]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+  for (index_t W = 1; W <= 2 * k::lanes<T> + 3; ++W)
+    for (index_t H : {1, 2, 5}) {
+      INFO("H " << H << " W " << W);
+      const index_t B = 2, C = 3, n = B * C * H * W;
+      auto x = randv<T>(n, std::uint64_t(W * 10 + H)), w = randv<T>(C * 9, 3), dy = randv<T>(n, 4);
+      std::vector<T> y(static_cast<std::size_t>(n)), yr(static_cast<std::size_t>(n));
+      k::depthwise_conv3x3(x.data(), w.data(), y.data(), B, C, H, W);
+      k::ref::depthwise_conv3x3(x.data(), w.data(), yr.data(), B, C, H, W);
+      for (index_t i = 0; i < n; ++i) REQUIRE(close(y[std::size_t(i)], yr[std::size_t(i)], tol, tol));
+      std::vector<T> dx(std::size_t(n), T(1)), dxr(dx), dw(std::size_t(C * 9), T(-1)), dwr(dw);
+      k::depthwise_conv3x3_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), B, C, H, W);
+      k::ref::depthwise_conv3x3_backward(x.data(), w.data(), dy.data(), dxr.data(), dwr.data(), B, C, H, W);
+      for (index_t i = 0; i < n; ++i) REQUIRE(close(dx[std::size_t(i)], dxr[std::size_t(i)], tol, tol));
+      for (index_t i = 0; i < C * 9; ++i) REQUIRE(close(dw[std::size_t(i)], dwr[std::size_t(i)], tol, 10 * tol));
+    }
+}
+
+TEST_CASE("float kernels stay within 1e-5 of the double reference on rows up to 1e6", "[kernels][accuracy]") {
+  for (index_t n : {1000, 100000, 1000000}) {
+    INFO("n " << n);
+    const auto ad = randv<double>(n, 1, -10, 10), bd = randv<double>(n, 2, -10, 10);
+    std::vector<float> af(ad.begin(), ad.end()), bf(bd.begin(), bd.end());
+    // The double reference sees the float-rounded inputs, so only the kernel's error counts.
+    std::vector<double> ar(af.begin(), af.end()), br(bf.begin(), bf.end());
+    std::vector<float> p(static_cast<std::size_t>(n)), lp(static_cast<std::size_t>(n));
+    std::vector<double> pr(static_cast<std::size_t>(n)), lpr(static_cast<std::size_t>(n));
+    k::softmax(af.data(), p.data(), n);
+    k::ref::softmax(ar.data(), pr.data(), n);
+    k::log_softmax(af.data(), lp.data(), n);
+    k::ref::log_softmax(ar.data(), lpr.data(), n);
+    double worst = 0, worst_log = 0;
+    for (index_t i = 0; i < n; ++i) {
+      worst = std::max(worst, std::abs(p[std::size_t(i)] - pr[std::size_t(i)]) / pr[std::size_t(i)]);
+      worst_log = std::max(worst_log, std::abs(lp[std::size_t(i)] - lpr[std::size_t(i)]) / std::max(1e-1, std::abs(lpr[std::size_t(i)])));
+    }
+    CHECK(worst < 1e-5);
+    CHECK(worst_log < 1e-5);
+    CHECK(close(k::kl_logits(af.data(), bf.data(), n), k::ref::kl_logits(ar.data(), br.data(), n), 1e-5, 1e-6));
+    std::vector<float> pf(p), qf(static_cast<std::size_t>(n));
+    k::softmax(bf.data(), qf.data(), n);
+    std::vector<double> pd(pf.begin(), pf.end()), qd(qf.begin(), qf.end());
+    CHECK(close(k::kl_probs(pf.data(), qf.data(), n, 1e-6f), k::ref::kl_probs(pd.data(), qd.data(), n, 1e-6), 1e-5, 1e-6));
+    const float w[3] = {0.25f, -1.5f, 0.75f};
+    const float* vs[3] = {af.data(), bf.data(), p.data()};
+    std::vector<float> of(static_cast<std::size_t>(n)), dof(af);
+    k::weighted_sum<k::default_arch, float>(vs, w, of.data(), n);
+    double werr = 0;
+    for (index_t i = 0; i < n; i += 7) {
+      const double r = 0.25 * ar[std::size_t(i)] - 1.5 * br[std::size_t(i)] + 0.75 * double(p[std::size_t(i)]);
+      werr = std::max(werr, std::abs(of[std::size_t(i)] - r) / std::max(1e-1, std::abs(r)));
+    }
+    CHECK(werr < 1e-5);
+    std::vector<float> dw(3, 0.0f);
+    std::vector<float> d0(static_cast<std::size_t>(n)), d1(d0), d2(d0);
+    float* dvs[3] = {d0.data(), d1.data(), d2.data()};
+    k::weighted_sum_backward<k::default_arch, float>(vs, w, dof.data(), dvs, dw, n);
+    double dot = 0;  // <dout, v_0> = Σ a_i², exactly positive
+    for (index_t i = 0; i < n; ++i) dot += ar[std::size_t(i)] * ar[std::size_t(i)];
+    CHECK(close(dw[0], dot, 1e-5));
+  }
+}
+
+TEST_CASE("fused KL from logits agrees with the two-step form when logits differ by 80 and more", "[kernels][kl]") {
+  Rng r(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const index_t n = 1 + index_t(r.below(300));
+    auto a = randv<double>(n, std::uint64_t(trial), -3, 3), b = randv<double>(n, std::uint64_t(trial + 1000), -3, 3);
+    a[r.below(std::uint64_t(n))] += 80 + 40 * r.uniform();
+    b[r.below(std::uint64_t(n))] -= 80 + 40 * r.uniform();
+    if (trial % 3 == 0) b[r.below(std::uint64_t(n))] += 95;
+    const double f = k::kl_logits(a.data(), b.data(), n), two = k::ref::kl_logits(a.data(), b.data(), n);
+    INFO("trial " << trial << " n " << n << " fused " << f << " two-step " << two);
+    REQUIRE(close(f, two, 1e-6, 1e-9));
+  }
+}
+
+TEMPLATE_TEST_CASE("kernels on adversarial values follow their documented behaviour", "[kernels][adversarial]", float, double) {
+  using T = TestType;
+  const T big = std::numeric_limits<T>::max() / 4, tiny = std::numeric_limits<T>::denorm_min();
+  const index_t n = 3 * k::lanes<T> + 1;
+  auto run = [&](std::vector<T> a) {
+    std::vector<T> p(a.size()), r(a.size()), lp(a.size()), lr(a.size());
+    k::softmax(a.data(), p.data(), n);
+    k::ref::softmax(a.data(), r.data(), n);
+    k::log_softmax(a.data(), lp.data(), n);
+    k::ref::log_softmax(a.data(), lr.data(), n);
+    for (index_t i = 0; i < n; ++i) {
+      INFO("i " << i << " a " << a[std::size_t(i)] << " p " << p[std::size_t(i)] << " ref " << r[std::size_t(i)]);
+      REQUIRE(close(p[std::size_t(i)], r[std::size_t(i)], 1e-5, 1e-30));
+      REQUIRE(close(lp[std::size_t(i)], lr[std::size_t(i)], 1e-5, 1e-5));
+    }
+    return p;
+  };
+  for (index_t pos : {index_t(0), n / 2, n - 1}) {  // in the vector body and in the tail
+    INFO("special value at " << pos);
+    std::vector<T> a(std::size_t(n), T(0.5));
+    a[std::size_t(pos)] = big;  // huge: p = 1 there, 0 elsewhere
+    auto p = run(a);
+    CHECK(p[std::size_t(pos)] == T(1));
+    a.assign(std::size_t(n), -big);
+    a[std::size_t(pos)] = tiny;  // huge negatives underflow to exactly 0
+    p = run(a);
+    CHECK(p[std::size_t(pos)] == T(1));
+    a.assign(std::size_t(n), T(-0.0));  // −0: uniform
+    p = run(a);
+    CHECK(p[0] == Approx(1.0 / double(n)));
+    a.assign(std::size_t(n), T(1));
+    a[std::size_t(pos)] = T(-inf);  // −Inf: probability 0, log-probability −Inf
+    p = run(a);
+    CHECK(p[std::size_t(pos)] == T(0));
+    a[std::size_t(pos)] = T(inf);  // +Inf: NaN row
+    p = run(a);
+    CHECK(std::isnan(p[0]));
+    a[std::size_t(pos)] = T(nan_);  // NaN: NaN row
+    p = run(a);
+    CHECK(std::isnan(p[std::size_t(n - 1 - pos)]));
+  }
+  // KL: q = 0 where p > 0 is +Inf; NaN propagates; p = 0 terms vanish.
+  std::vector<T> p(std::size_t(n), T(1) / T(n)), q(p);
+  q[std::size_t(n - 1)] = 0;
+  CHECK(k::kl_probs(p.data(), q.data(), n) == T(inf));
+  CHECK(std::isfinite(k::kl_probs(p.data(), q.data(), n, T(1e-6))));
+  q = p;
+  p[1] = T(nan_);
+  CHECK(std::isnan(k::kl_probs(p.data(), q.data(), n)));
+  std::vector<T> a(std::size_t(n), T(0)), b(a);
+  b[2] = T(-inf);  // q_2 = 0 where p_2 > 0
+  CHECK(k::kl_logits(a.data(), b.data(), n) == T(inf));
+  a[2] = T(nan_);
+  CHECK(std::isnan(k::kl_logits(a.data(), b.data(), n)));
+  CHECK(k::kl_logits(a.data(), b.data(), 0) == T(0));
+}
+
+TEMPLATE_TEST_CASE("kernels match the golden files", "[kernels][golden]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, double> ? 1e-10 : 1e-5;
+  for (const char* name : {"softmax_rows", "log_softmax_rows", "softmax_rows_n1"}) {
+    const golden::Case c = golden::load(name);
+    INFO(name);
+    const auto a = c.t("logits").as<T>(), dy = c.t("dy").as<T>();
+    Tensor<T> out(a.shape());
+    if (c.has("p")) {
+      k::softmax_rows(a.cview(), out.view());
+      golden::check_close<T>("p", out.cview(), c.t("p"), tol);
+      Tensor<T> da(a.shape(), T(0.5));
+      const Tensor<T> da0 = Tensor<T>::copy_of(da.cview());
+      for (index_t r = 0; r < a.dim(0); ++r)
+        k::softmax_backward(out.data() + r * a.dim(1), dy.data() + r * a.dim(1), da.data() + r * a.dim(1), a.dim(1));
+      golden::check_added<T>("dlogits", da.cview(), da0, c.t(c.has("dlogits") ? "dlogits" : "dlogits_softmax"), tol);
+    }
+    if (c.has("logp")) {
+      k::log_softmax_rows(a.cview(), out.view());
+      golden::check_close<T>("logp", out.cview(), c.t("logp"), tol);
+      Tensor<T> da(a.shape(), T(0.5));
+      const Tensor<T> da0 = Tensor<T>::copy_of(da.cview());
+      for (index_t r = 0; r < a.dim(0); ++r)
+        k::log_softmax_backward(out.data() + r * a.dim(1), dy.data() + r * a.dim(1), da.data() + r * a.dim(1), a.dim(1));
+      golden::check_added<T>("dlogits", da.cview(), da0, c.t(c.has("dlogits") ? "dlogits" : "dlogits_log_softmax"), tol);
+    }
+  }
+  for (const char* name : {"kl_probs", "kl_probs_zeros"}) {
+    const golden::Case c = golden::load(name);
+    INFO(name);
+    const auto p = c.t("p").as<T>(), q = c.t("q").as<T>();
+    Tensor<T> kl(Shape{p.dim(0)});
+    k::kl_probs_rows(p.cview(), q.cview(), kl.view());
+    golden::check_close<T>("kl_eps0", kl.cview(), c.t("kl_eps0"), tol);
+    k::kl_probs_rows(p.cview(), q.cview(), kl.view(), T(c.p("eps")));
+    golden::check_close<T>("kl_eps", kl.cview(), c.t("kl_eps"), tol);
+  }
+  {
+    const golden::Case c = golden::load("kl_logits");
+    const auto a = c.t("a").as<T>(), b = c.t("b").as<T>();
+    Tensor<T> kl(Shape{a.dim(0)});
+    k::kl_logits_rows(a.cview(), b.cview(), kl.view());
+    // Rows 1 and 6 are (near) zero by construction: an absolute tolerance (README).
+    const auto& ref = c.t("kl").v;
+    const double lse_scale = std::is_same_v<T, double> ? 1e-12 : 2e-5;
+    for (index_t r = 0; r < a.dim(0); ++r) {
+      INFO("row " << r << " got " << kl[r] << " ref " << ref[std::size_t(r)]);
+      CHECK(close(kl[r], ref[std::size_t(r)], tol, lse_scale * 1000));
+    }
+  }
+  {
+    const golden::Case c = golden::load("weighted_aggregation");
+    const index_t t = c.i("t"), L = c.i("L");
+    const auto v = c.t("v").as<T>(), w = c.t("w").as<T>(), dout = c.t("do").as<T>();
+    std::vector<const T*> vp;
+    for (index_t s = 0; s < t; ++s) vp.push_back(v.data() + s * L);
+    Tensor<T> o(Shape{L});
+    k::weighted_sum<k::default_arch, T>(vp, w.span(), o.data(), L);
+    golden::check_close<T>("o", o.cview(), c.t("o"), tol);
+    Tensor<T> dv(v.shape(), T(0.25)), dw(w.shape(), T(-0.5));
+    const Tensor<T> dv0 = Tensor<T>::copy_of(dv.cview()), dw0 = Tensor<T>::copy_of(dw.cview());
+    std::vector<T*> dvp;
+    for (index_t s = 0; s < t; ++s) dvp.push_back(dv.data() + s * L);
+    k::weighted_sum_backward<k::default_arch, T>(vp, w.span(), dout.data(), dvp, dw.span(), L);
+    golden::check_added<T>("dv", dv.cview(), dv0, c.t("dv"), tol);
+    golden::check_added<T>("dw", dw.cview(), dw0, c.t("dw"), tol);
+  }
+  {
+    const golden::Case c = golden::load("weighted_aggregation_batched");
+    const index_t t = c.i("t"), R = c.i("B") * c.i("G"), L = c.i("L");
+    const auto V = c.t("V").as<T>(), A = c.t("A").as<T>(), dO = c.t("dO").as<T>();
+    std::vector<ConstView<T>> vs;
+    for (index_t s = 0; s < t; ++s) vs.emplace_back(V.data() + s * R * L, Shape{R, L});
+    Tensor<T> O(Shape{R, L});
+    const ConstView<T> A2(A.data(), Shape{R, t});
+    k::aggregate<k::default_arch, T>(vs, A2, O.view());
+    golden::check_close<T>("O", ConstView<T>(O.data(), c.t("O").lshape()), c.t("O"), tol);
+    Tensor<T> dV(V.shape(), T(1)), dA(A.shape(), T(2));
+    const Tensor<T> dV0 = Tensor<T>::copy_of(dV.cview()), dA0 = Tensor<T>::copy_of(dA.cview());
+    std::vector<View<T>> dvs;
+    for (index_t s = 0; s < t; ++s) dvs.emplace_back(dV.data() + s * R * L, Shape{R, L});
+    k::aggregate_backward<k::default_arch, T>(vs, A2, ConstView<T>(dO.data(), Shape{R, L}), dvs, View<T>(dA.data(), Shape{R, t}));
+    golden::check_added<T>("dV", dV.cview(), dV0, c.t("dV"), tol);
+    golden::check_added<T>("dA", dA.cview(), dA0, c.t("dA"), tol);
+  }
+  {
+    const golden::Case c = golden::load("depthwise_conv3x3");
+    const auto x = c.t("x").as<T>(), w = c.t("weight").as<T>(), dy = c.t("dy").as<T>();
+    Tensor<T> y(x.shape());
+    k::depthwise_conv3x3(x.cview(), w.cview(), y.view());
+    golden::check_close<T>("y", y.cview(), c.t("y"), tol);
+    Tensor<T> dx(x.shape(), T(0.5)), dw(w.shape(), T(0.5));
+    const Tensor<T> dx0 = Tensor<T>::copy_of(dx.cview()), dw0 = Tensor<T>::copy_of(dw.cview());
+    k::depthwise_conv3x3_backward(x.cview(), w.cview(), dy.cview(), dx.view(), dw.view());
+    golden::check_added<T>("dx", dx.cview(), dx0, c.t("dx"), tol);
+    golden::check_added<T>("dweight", dw.cview(), dw0, c.t("dweight"), tol);
+  }
+}
+
+TEST_CASE("seeded randomized properties of the kernels", "[kernels][property]") {
+  Rng r(20261124);
+  for (int trial = 0; trial < 300; ++trial) {
+    const index_t n = 1 + index_t(r.below(200));
+    const double scale = std::pow(10.0, r.uniform(-3, 3));
+    auto a = randv<float>(n, r(), -scale, scale), b = randv<float>(n, r(), -scale, scale);
+    std::vector<float> p(static_cast<std::size_t>(n)), q(static_cast<std::size_t>(n));
+    k::softmax(a.data(), p.data(), n);
+    k::softmax(b.data(), q.data(), n);
+    double s = 0;
+    for (float v : p) {
+      REQUIRE(v >= 0.0f);
+      s += v;
+    }
+    INFO("trial " << trial << " n " << n << " scale " << scale);
+    REQUIRE(s == Approx(1.0).epsilon(1e-5));  // a probability vector
+    REQUIRE(k::kl_logits(a.data(), b.data(), n) >= -1e-5f * float(n));  // Gibbs' inequality (up to rounding)
+    REQUIRE(std::abs(k::kl_logits(a.data(), a.data(), n)) <= 1e-5f);     // KL(p‖p) = 0
+    std::vector<float> shifted(a);
+    for (float& v : shifted) v += 3.0f;
+    REQUIRE(k::kl_logits(shifted.data(), a.data(), n) == Approx(0).margin(1e-4));  // shift invariance
+    REQUIRE(k::kl_probs(p.data(), q.data(), n, 1e-6f) >= -1e-5f);
+  }
+}
+
+TEST_CASE("kernel entry points reject mismatched views", "[kernels][errors]") {
+  Tensor<float> a(Shape{2, 5}), b(Shape{2, 4}), out(Shape{3});
+  CHECK_THROWS_WITH(k::softmax_rows(a.cview(), b.view()), Catch::Contains("softmax_rows: p shape"));
+  CHECK_THROWS_AS(k::kl_logits_rows(a.cview(), a.cview(), out.view()), shape_error);
+  CHECK_THROWS_WITH(k::kl_probs_rows(a.cview(), a.cview(), View<float>(out.data(), Shape{2}), -1.0f), Catch::Contains("eps"));
+  Tensor<float> x(Shape{1, 2, 3, 3}), w(Shape{3, 1, 3, 3}), y(Shape{1, 2, 3, 3});
+  CHECK_THROWS_WITH(k::depthwise_conv3x3(x.cview(), w.cview(), y.view()), Catch::Contains("weight shape: expected [2, 1, 3, 3]"));
+  std::vector<ConstView<float>> vs{a.cview()};
+  Tensor<float> A(Shape{2, 2});
+  CHECK_THROWS_WITH((k::aggregate<k::default_arch, float>(vs, A.cview(), a.view())), Catch::Contains("aggregate: A shape"));
+}
