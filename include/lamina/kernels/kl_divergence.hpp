@@ -29,10 +29,10 @@ T kl_probs(const T* p, const T* q, index_t n, T eps = T(0)) {
 template <class T>
 T kl_logits(const T* a, const T* b, index_t n) {
   const MaxSum<T> ma = max_sum(a, n), mb = max_sum(b, n);
-  const T la = ma.max + std::log(ma.sum), lb = mb.max + std::log(mb.sum);
+  const T la = std::log(ma.sum), lb = std::log(mb.sum);
   T s = 0;
   for (index_t i = 0; i < n; ++i) {
-    const T lpa = a[i] - la, lpb = b[i] - lb;
+    const T lpa = (a[i] - ma.max) - la, lpb = (b[i] - mb.max) - lb;  // (a − M) − log S: see log_softmax
     s += std::exp(lpa) * (lpa - lpb);
   }
   return s;
