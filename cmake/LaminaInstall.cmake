@@ -3,6 +3,9 @@ include(CMakePackageConfigHelpers)
 
 install(DIRECTORY include/lamina DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS lamina EXPORT laminaTargets)
+if(TARGET lamina_dispatch)
+  install(TARGETS lamina_dispatch EXPORT laminaTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 install(EXPORT laminaTargets NAMESPACE lamina:: DESTINATION ${CMAKE_INSTALL_DATADIR}/lamina/cmake)
 
 if(LAMINA_OPENMP AND OpenMP_CXX_FOUND)

@@ -11,6 +11,7 @@
 #include "lamina/kernels/simd.hpp"
 
 namespace lamina::kernels {
+inline namespace LAMINA_KERNELS_ISA_NS {
 
 namespace ref {
 template <class T>
@@ -169,4 +170,5 @@ void depthwise_conv3x3_backward(ConstView<T> x, ConstView<T> weight, ConstView<T
                                    x.dim(2), x.dim(3));
 }
 
+}  // namespace LAMINA_KERNELS_ISA_NS
 }  // namespace lamina::kernels

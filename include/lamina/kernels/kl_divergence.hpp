@@ -14,6 +14,7 @@
 #include "lamina/kernels/softmax.hpp"
 
 namespace lamina::kernels {
+inline namespace LAMINA_KERNELS_ISA_NS {
 
 namespace ref {
 template <class T>
@@ -154,4 +155,5 @@ void kl_logits_rows(ConstView<T> a, ConstView<T> b, View<T> out) {
   for (index_t r = 0; r < a.dim(0); ++r) out.data()[r] = kl_logits<Arch>(a.data() + r * n, b.data() + r * n, n);
 }
 
+}  // namespace LAMINA_KERNELS_ISA_NS
 }  // namespace lamina::kernels

@@ -11,7 +11,16 @@
 
 #include "lamina/core/tensor.hpp"
 
+// The kernels live in an inline namespace named after the instruction set the
+// translation unit is compiled for. Runtime dispatch compiles them once per ISA
+// (src/dispatch_<isa>.cpp); distinct names keep the linker from merging an
+// AVX-512 instantiation into code that must run on SSE2.
+#ifndef LAMINA_KERNELS_ISA_NS
+#define LAMINA_KERNELS_ISA_NS build_target
+#endif
+
 namespace lamina::kernels {
+inline namespace LAMINA_KERNELS_ISA_NS {
 
 using default_arch = xsimd::default_arch;
 
@@ -67,4 +76,5 @@ void merge(T& m1, T& s1, T m2, T s2) noexcept {
 }
 }  // namespace detail
 
+}  // namespace LAMINA_KERNELS_ISA_NS
 }  // namespace lamina::kernels

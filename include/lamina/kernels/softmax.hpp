@@ -11,6 +11,7 @@
 #include "lamina/kernels/simd.hpp"
 
 namespace lamina::kernels {
+inline namespace LAMINA_KERNELS_ISA_NS {
 
 /// Row maximum and Σ exp(a − max).
 template <class T>
@@ -175,4 +176,5 @@ void log_softmax_rows(ConstView<T> a, View<T> out) {
   for (index_t r = 0; r < R; ++r) log_softmax<Arch>(a.data() + r * n, out.data() + r * n, n);
 }
 
+}  // namespace LAMINA_KERNELS_ISA_NS
 }  // namespace lamina::kernels

@@ -10,6 +10,7 @@
 #include "lamina/kernels/simd.hpp"
 
 namespace lamina::kernels {
+inline namespace LAMINA_KERNELS_ISA_NS {
 
 namespace ref {
 template <class T>
@@ -150,4 +151,5 @@ void aggregate_backward(std::span<const ConstView<T>> V, ConstView<T> A, ConstVi
   }
 }
 
+}  // namespace LAMINA_KERNELS_ISA_NS
 }  // namespace lamina::kernels

@@ -1,0 +1,74 @@
+#pragma once
+// One table of kernel entry points per scalar type. By default it holds the
+// build target's instantiations (xsimd::default_arch). With the CMake option
+// LAMINA_RUNTIME_DISPATCH (which defines LAMINA_RUNTIME_DISPATCH and links
+// lamina::dispatch), the table is chosen once at run time among SSE2, AVX2+FMA
+// and AVX-512, so one binary runs on any x86-64 at that machine's best width.
+#include <cstddef>
+#include <span>
+
+#include "lamina/kernels/depthwise_conv3x3.hpp"
+#include "lamina/kernels/kl_divergence.hpp"
+#include "lamina/kernels/softmax.hpp"
+#include "lamina/kernels/weighted_aggregation.hpp"
+
+namespace lamina::kernels {
+
+template <class T>
+struct KernelTable {
+  const char* isa;
+  void (*softmax)(const T* a, T* p, index_t n);
+  void (*log_softmax)(const T* a, T* out, index_t n);
+  void (*softmax_backward)(const T* p, const T* dy, T* da, index_t n);
+  T (*kl_probs)(const T* p, const T* q, index_t n, T eps);
+  T (*kl_logits)(const T* a, const T* b, index_t n);
+  void (*weighted_sum)(const T* const* v, const T* w, std::size_t t, T* o, index_t L);
+  void (*weighted_sum_backward)(const T* const* v, const T* w, std::size_t t, const T* dout, T* const* dv, T* dw,
+                                index_t L);
+  void (*depthwise_conv3x3)(const T* x, const T* w, T* y, index_t B, index_t C, index_t H, index_t W);
+  void (*depthwise_conv3x3_backward)(const T* x, const T* w, const T* dy, T* dx, T* dw, index_t B, index_t C,
+                                     index_t H, index_t W);
+};
+
+inline namespace LAMINA_KERNELS_ISA_NS {
+/// The table of one architecture's instantiations (in the caller's ISA namespace).
+template <class Arch, class T>
+KernelTable<T> make_table() {
+  return {Arch::name(),
+          &softmax<Arch, T>,
+          &log_softmax<Arch, T>,
+          &softmax_backward<Arch, T>,
+          &kl_probs<Arch, T>,
+          &kl_logits<Arch, T>,
+          [](const T* const* v, const T* w, std::size_t t, T* o, index_t L) {
+            weighted_sum<Arch, T>(std::span<const T* const>(v, t), std::span<const T>(w, t), o, L);
+          },
+          [](const T* const* v, const T* w, std::size_t t, const T* dout, T* const* dv, T* dw, index_t L) {
+            weighted_sum_backward<Arch, T>(std::span<const T* const>(v, t), std::span<const T>(w, t), dout,
+                                           std::span<T* const>(dv, t), std::span<T>(dw, t), L);
+          },
+          static_cast<void (*)(const T*, const T*, T*, index_t, index_t, index_t, index_t)>(&depthwise_conv3x3<Arch, T>),
+          static_cast<void (*)(const T*, const T*, const T*, T*, T*, index_t, index_t, index_t, index_t)>(
+              &depthwise_conv3x3_backward<Arch, T>)};
+}
+}  // namespace LAMINA_KERNELS_ISA_NS
+
+#ifdef LAMINA_RUNTIME_DISPATCH
+// Defined in src/dispatch.cpp (lamina::dispatch).
+const KernelTable<float>& runtime_table_float();
+const KernelTable<double>& runtime_table_double();
+#endif
+
+/// The kernels this program uses: run-time selected, or the build target's.
+template <class T>
+const KernelTable<T>& table() {
+#ifdef LAMINA_RUNTIME_DISPATCH
+  if constexpr (std::is_same_v<T, float>) return runtime_table_float();
+  else return runtime_table_double();
+#else
+  static const KernelTable<T> t = make_table<default_arch, T>();
+  return t;
+#endif
+}
+
+}  // namespace lamina::kernels

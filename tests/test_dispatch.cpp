@@ -1,0 +1,38 @@
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <vector>
+
+#include "lamina/core/random.hpp"
+#include "lamina/kernels/dispatch.hpp"
+
+using namespace lamina;
+namespace k = lamina::kernels;
+
+TEMPLATE_TEST_CASE("the kernel table agrees with the scalar references", "[kernels][dispatch]", float, double) {
+  using T = TestType;
+  const k::KernelTable<T>& tab = k::table<T>();
+  INFO("kernels compiled for " << tab.isa);
+#ifdef LAMINA_RUNTIME_DISPATCH
+  // The widest ISA this CPU has among those compiled in.
+  const auto a = xsimd::available_architectures();
+  const char* expect = a.avx512bw ? "avx512bw" : a.fma3_avx2 ? "fma3+avx2" : "sse2";
+  CHECK(std::strcmp(tab.isa, expect) == 0);
+#else
+  CHECK(std::strcmp(tab.isa, k::default_arch::name()) == 0);
+#endif
+  Rng rng(3);
+  for (index_t n : {0, 1, 7, 16, 33, 100, 1000}) {
+    std::vector<T> a(static_cast<std::size_t>(n)), b(a), p(a), r(a);
+    for (auto& x : a) x = T(rng.uniform(-5, 5));
+    for (auto& x : b) x = T(rng.uniform(-5, 5));
+    tab.softmax(a.data(), p.data(), n);
+    k::ref::softmax(a.data(), r.data(), n);
+    for (index_t i = 0; i < n; ++i) REQUIRE(p[std::size_t(i)] == Approx(r[std::size_t(i)]).epsilon(1e-5));
+    REQUIRE(tab.kl_logits(a.data(), b.data(), n) == Approx(k::ref::kl_logits(a.data(), b.data(), n)).epsilon(1e-5).margin(1e-6));
+    const T* vs[2] = {a.data(), b.data()};
+    const T w[2] = {T(0.5), T(-2)};
+    tab.weighted_sum(vs, w, 2, p.data(), n);
+    for (index_t i = 0; i < n; ++i) REQUIRE(p[std::size_t(i)] == Approx(0.5 * a[std::size_t(i)] - 2 * b[std::size_t(i)]).epsilon(1e-5).margin(1e-6));
+  }
+}
