@@ -26,6 +26,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "lamina/core/parallel.hpp"
 #include "lamina/core/tensor.hpp"
 
 namespace lamina {
@@ -112,10 +113,18 @@ void require_shape(const View<T>& v, const Shape& expected, std::string_view mod
   require_contiguous(v, module, argument);
 }
 
-/// a += scale * b over n contiguous elements (vectorised by the compiler).
+/// a += scale * b over n contiguous elements (vectorised by the compiler,
+/// threaded for large n).
 template <class T>
 void axpy(T* a, const T* b, index_t n, T scale = T(1)) noexcept {
+  LAMINA_PARALLEL_FOR_LARGE(n)
   for (index_t i = 0; i < n; ++i) a[i] += scale * b[i];
+}
+/// v[0..n) = 0, threaded for large n.
+template <class T>
+void fill_zero(T* v, index_t n) noexcept {
+  LAMINA_PARALLEL_FOR_LARGE(n)
+  for (index_t i = 0; i < n; ++i) v[i] = T(0);
 }
 
 }  // namespace lamina

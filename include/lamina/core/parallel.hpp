@@ -7,8 +7,12 @@
 #include <omp.h>
 #define LAMINA_PRAGMA(x) _Pragma(#x)
 #define LAMINA_PARALLEL_FOR LAMINA_PRAGMA(omp parallel for schedule(static))
+/// For element-wise, memory-bound loops over n elements: threads only when n is
+/// large enough to pay for them.
+#define LAMINA_PARALLEL_FOR_LARGE(n) LAMINA_PRAGMA(omp parallel for simd schedule(static) if ((n) >= (1 << 16)))
 #else
 #define LAMINA_PARALLEL_FOR
+#define LAMINA_PARALLEL_FOR_LARGE(n)
 #endif
 
 namespace lamina {

@@ -89,7 +89,7 @@ class Sequential {
     } else {
       Tensor<T>& g = grad_[I - 1];
       g.resize(out_[I - 1].shape());
-      g.zero();
+      fill_zero(g.data(), g.size());
       m.backward(dy, g.view());
       backward_from<I - 1>(g.cview(), dx);
     }

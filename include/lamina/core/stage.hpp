@@ -61,7 +61,7 @@ class Stage {
     ConstView<T> g = dy;
     for (std::size_t i = n - 1; i > 0; --i) {
       grad_[i - 1].resize(out_[i - 1].shape());
-      grad_[i - 1].zero();
+      fill_zero(grad_[i - 1].data(), grad_[i - 1].size());
       blocks_[i].backward(g, grad_[i - 1].view());
       g = grad_[i - 1].cview();
     }

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "lamina/core/module.hpp"
+#include "lamina/core/parallel.hpp"
 
 namespace lamina {
 
@@ -34,6 +35,7 @@ class ReLU {
     const T* xp = x.data();
     T* yp = y.data();
     const index_t n = x.size();
+    LAMINA_PARALLEL_FOR_LARGE(n)
     for (index_t i = 0; i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
   }
   void backward(ConstView<T> dy, View<T> dx) {
@@ -44,6 +46,7 @@ class ReLU {
     const T* gp = dy.data();
     T* dxp = dx.data();
     const index_t n = dy.size();
+    LAMINA_PARALLEL_FOR_LARGE(n)
     for (index_t i = 0; i < n; ++i) dxp[i] += xp[i] > T(0) ? gp[i] : T(0);
   }
   template <class F>
