@@ -3,7 +3,7 @@
 size, the median GB/s, the % of the triad ceiling measured in the same run, and
 the speed-up over the scalar reference and the Eigen composition.
 
-    bench/report.py build/native/bench/bench_kernels [--repetitions 5] [--json out.json]
+    bench/report.py build/native/bench/bench_kernels [--repetitions 5] [--json out.json] [--benchmark_filter=...]
 """
 import argparse
 import json
@@ -40,9 +40,8 @@ def main():
     ap.add_argument("binary")
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--json", help="also save the medians here")
-    ap.add_argument("extra", nargs="*", help="more Google Benchmark flags")
-    a = ap.parse_args()
-    med = medians(run(a.binary, a.repetitions, a.extra))
+    a, extra = ap.parse_known_args()  # anything else goes to the benchmark (e.g. --benchmark_filter=...)
+    med = medians(run(a.binary, a.repetitions, extra))
     triad = {int(k.split("/")[1]): v["gbs"] for k, v in med.items() if k.startswith("BM_Triad/")}
     rows = defaultdict(dict)
     for name, v in med.items():

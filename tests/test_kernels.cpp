@@ -250,12 +250,25 @@ TEMPLATE_TEST_CASE("kernels on adversarial values follow their documented behavi
   q = p;
   p[1] = T(nan_);
   CHECK(std::isnan(k::kl_probs(p.data(), q.data(), n)));
-  std::vector<T> a(std::size_t(n), T(0)), b(a);
-  b[2] = T(-inf);  // q_2 = 0 where p_2 > 0
-  CHECK(k::kl_logits(a.data(), b.data(), n) == T(inf));
-  a[2] = T(nan_);
-  CHECK(std::isnan(k::kl_logits(a.data(), b.data(), n)));
-  CHECK(k::kl_logits(a.data(), b.data(), 0) == T(0));
+  for (index_t len : {n, index_t(200), index_t(70000)}) {  // tail, vector body, and the long-row (online) path
+    INFO("KL from logits, length " << len);
+    std::vector<T> a(std::size_t(len), T(0)), b(a);
+    b[2] = T(-inf);  // q_2 = 0 where p_2 > 0
+    CHECK(k::kl_logits(a.data(), b.data(), len) == T(inf));
+    a[2] = T(nan_);
+    CHECK(std::isnan(k::kl_logits(a.data(), b.data(), len)));
+    a[2] = T(inf);
+    CHECK(std::isnan(k::kl_logits(a.data(), b.data(), len)));
+    std::vector<T> x(std::size_t(len), T(1)), y(x);
+    x[5] = T(-inf);
+    k::softmax(x.data(), y.data(), len);
+    CHECK(y[5] == T(0));
+    CHECK(y[0] == Approx(1.0 / double(len - 1)));
+    x[std::size_t(len - 1)] = T(nan_);
+    k::softmax(x.data(), y.data(), len);
+    CHECK(std::isnan(y[0]));
+  }
+  CHECK(k::kl_logits(p.data(), q.data(), 0) == T(0));
 }
 
 TEMPLATE_TEST_CASE("kernels match the golden files", "[kernels][golden]", float, double) {

@@ -9,7 +9,9 @@
 //
 // From logits, fused: KL(softmax(a)‖softmax(b)) = Σ p_i (a_i − b_i) − lse(a) + lse(b),
 // one pass over a and b with online log-sum-exp for both and the weighted sum
-// t = Σ e^{a_i − m_a}(a_i − b_i) rescaled with the a-sum; no temporaries.
+// t = Σ e^{a_i − m_a}(a_i − b_i) rescaled with the a-sum; no temporaries. Rows
+// that fit in cache (≤ 64 Ki elements) find both maxima first (a pass over
+// cached data) and skip the rescaling.
 // Non-finite: NaN or +Inf in a row gives NaN.
 #include "lamina/kernels/softmax.hpp"
 
@@ -67,28 +69,7 @@ T kl_probs(const T* p, const T* q, index_t n, T eps = T(0)) {
 }
 
 namespace detail {
-/// Online state of the fused KL: a-sum with its weighted sum t, and b-sum.
-template <class V>
-struct OnlineKL {
-  V ma, sa, t, mb, sb;
-  void add(const V& a, const V& b) noexcept {
-    if (xsimd::any(a > ma)) {
-      const V nm = xsimd::max(ma, a), r = xsimd::exp(ma - nm);
-      sa *= r;
-      t *= r;
-      ma = nm;
-    }
-    if (xsimd::any(b > mb)) {
-      const V nm = xsimd::max(mb, b);
-      sb *= xsimd::exp(mb - nm);
-      mb = nm;
-    }
-    const V ea = xsimd::exp(a - ma);
-    sa += ea;
-    t = xsimd::fma(ea, a - b, t);
-    sb += xsimd::exp(b - mb);
-  }
-};
+/// Scalar state of the fused KL: a-sum with its weighted sum t, and b-sum.
 template <class T>
 struct KLState {
   T ma = lowest<T>, sa = 0, t = 0, mb = lowest<T>, sb = 0;
@@ -106,27 +87,98 @@ struct KLState {
 };
 }  // namespace detail
 
+namespace detail {
+/// Fused KL of rows that stay in cache: the maxima first (one vector pass over
+/// both rows), then one pass of exps and sums with no rescaling.
+template <class Arch, class T>
+T kl_logits_cached(const T* a, const T* b, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), U = 2 * W;
+  const T Ma = row_max<Arch>(a, n), Mb = row_max<Arch>(b, n);
+  if (std::isnan(Ma) || std::isnan(Mb)) return std::numeric_limits<T>::quiet_NaN();
+  const V ma(Ma), mb(Mb);
+  V sa0(T(0)), sa1(T(0)), t0(T(0)), t1(T(0)), sb0(T(0)), sb1(T(0));
+  index_t i = 0;
+  for (; i + U <= n; i += U) {
+    const V a0 = V::load_unaligned(a + i), a1 = V::load_unaligned(a + i + W), b0 = V::load_unaligned(b + i),
+            b1 = V::load_unaligned(b + i + W);
+    const V e0 = xsimd::exp(a0 - ma), e1 = xsimd::exp(a1 - ma);
+    sa0 += e0;
+    sa1 += e1;
+    t0 = xsimd::fma(e0, a0 - b0, t0);
+    t1 = xsimd::fma(e1, a1 - b1, t1);
+    sb0 += xsimd::exp(b0 - mb);
+    sb1 += xsimd::exp(b1 - mb);
+  }
+  T sa = xsimd::hadd(sa0 + sa1), t = xsimd::hadd(t0 + t1), sb = xsimd::hadd(sb0 + sb1);
+  for (; i < n; ++i) {
+    const T e = std::exp(a[i] - Ma);
+    sa += e;
+    t += e * (a[i] - b[i]);
+    sb += std::exp(b[i] - Mb);
+  }
+  return t / sa + (Mb - Ma) + std::log(sb / sa);
+}
+}  // namespace detail
+
 template <class Arch = default_arch, class T>
 T kl_logits(const T* a, const T* b, index_t n) {
   using V = batch<T, Arch>;
-  constexpr index_t W = index_t(V::size), U = 2 * W, block = 4096;
+  constexpr index_t W = index_t(V::size), U = 4 * W, block = 4096;
+  if (n == 0) return T(0);
+  if (n <= (index_t(1) << 16)) return detail::kl_logits_cached<Arch>(a, b, n);
   detail::KLState<T> st;
   index_t i = 0;
-  while (i + U <= n) {
-    const index_t end = std::min(n - (n - i) % U, i + block);
-    const V lo(detail::lowest<T>), zero(T(0));
-    detail::OnlineKL<V> acc[2] = {{lo, zero, zero, lo, zero}, {lo, zero, zero, lo, zero}};
-    for (; i < end; i += U)
-      for (int k = 0; k < 2; ++k) acc[k].add(V::load_unaligned(a + i + k * W), V::load_unaligned(b + i + k * W));
-    for (auto& c : acc) {
-      alignas(64) T ma[V::size], sa[V::size], t[V::size], mb[V::size], sb[V::size];
-      c.ma.store_aligned(ma);
-      c.sa.store_aligned(sa);
-      c.t.store_aligned(t);
-      c.mb.store_aligned(mb);
-      c.sb.store_aligned(sb);
-      for (std::size_t l = 0; l < V::size; ++l) st.merge(ma[l], sa[l], t[l], mb[l], sb[l]);
+  if (n >= U) {
+    // Long rows: one streaming pass. Blocks of four vectors share one running maximum per side (see max_sum).
+    V ma(detail::lowest<T>), mb(detail::lowest<T>), sa_tot(T(0)), t_tot(T(0)), sb_tot(T(0));
+    while (i + U <= n) {
+      const index_t end = std::min(n - (n - i) % U, i + block);
+      V sa[4], t[4], sb[4];
+      for (int k = 0; k < 4; ++k) sa[k] = t[k] = sb[k] = V(T(0));
+      for (; i < end; i += U) {
+        V av[4], bv[4];
+        for (int k = 0; k < 4; ++k) {
+          av[k] = V::load_unaligned(a + i + k * W);
+          bv[k] = V::load_unaligned(b + i + k * W);
+        }
+        const V ba = xsimd::max(xsimd::max(av[0], av[1]), xsimd::max(av[2], av[3]));
+        const V bb = xsimd::max(xsimd::max(bv[0], bv[1]), xsimd::max(bv[2], bv[3]));
+        if (xsimd::any(ba > ma)) {
+          const V nm = xsimd::max(ma, ba), r = xsimd::exp(ma - nm);
+          for (int k = 0; k < 4; ++k) {
+            sa[k] *= r;
+            t[k] *= r;
+          }
+          sa_tot *= r;
+          t_tot *= r;
+          ma = nm;
+        }
+        if (xsimd::any(bb > mb)) {
+          const V nm = xsimd::max(mb, bb), r = xsimd::exp(mb - nm);
+          for (int k = 0; k < 4; ++k) sb[k] *= r;
+          sb_tot *= r;
+          mb = nm;
+        }
+        for (int k = 0; k < 4; ++k) {
+          const V e = xsimd::exp(av[k] - ma);
+          sa[k] += e;
+          t[k] = xsimd::fma(e, av[k] - bv[k], t[k]);
+          sb[k] += xsimd::exp(bv[k] - mb);
+        }
+      }
+      sa_tot += (sa[0] + sa[1]) + (sa[2] + sa[3]);
+      t_tot += (t[0] + t[1]) + (t[2] + t[3]);
+      sb_tot += (sb[0] + sb[1]) + (sb[2] + sb[3]);
     }
+    const T Ma = detail::hmax(ma), Mb = detail::hmax(mb);
+    const V ra = xsimd::exp(ma - V(Ma)), rb = xsimd::exp(mb - V(Mb));
+    st.ma = Ma;
+    st.sa = xsimd::hadd(sa_tot * ra);
+    st.t = xsimd::hadd(t_tot * ra);
+    st.mb = Mb;
+    st.sb = xsimd::hadd(sb_tot * rb);
+    if (std::isnan(Ma) || std::isnan(Mb)) st.t = std::numeric_limits<T>::quiet_NaN();
   }
   for (; i < n; ++i) st.merge(a[i], T(1), a[i] - b[i], b[i], T(1));
   if (n == 0) return T(0);
@@ -152,7 +204,14 @@ void kl_logits_rows(ConstView<T> a, ConstView<T> b, View<T> out) {
   require_contiguous(a, "kl_logits_rows", "a");
   require_contiguous(b, "kl_logits_rows", "b");
   const index_t n = a.dim(1);
-  for (index_t r = 0; r < a.dim(0); ++r) out.data()[r] = kl_logits<Arch>(a.data() + r * n, b.data() + r * n, n);
+  const bool far = detail::beyond_l2<T>(2 * a.size(), n);
+  for (index_t r = 0; r < a.dim(0); ++r) {
+    if (far && r + 1 < a.dim(0)) {
+      detail::prefetch(a.data() + (r + 1) * n, n);
+      detail::prefetch(b.data() + (r + 1) * n, n);
+    }
+    out.data()[r] = kl_logits<Arch>(a.data() + r * n, b.data() + r * n, n);
+  }
 }
 
 }  // namespace LAMINA_KERNELS_ISA_NS

@@ -42,6 +42,22 @@ T hmax(const batch<T, Arch>& v) noexcept {
   return m;
 }
 
+/// Asks for the n elements at p to be brought towards the cache (the next row
+/// of a row-wise kernel, fetched while the current one is computed).
+template <class T>
+void prefetch(const T* p, index_t n) noexcept {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (index_t b = 0; b < n * index_t(sizeof(T)); b += 64) __builtin_prefetch(c + b);
+}
+
+/// Whether a row-wise kernel over `total` elements in rows of n should prefetch
+/// the next row: only when the data cannot sit in L2 (about 1 MiB) and a row is
+/// short enough to fetch whole.
+template <class T>
+constexpr bool beyond_l2(index_t total, index_t n) noexcept {
+  return total * index_t(sizeof(T)) > (index_t(1) << 20) && n * index_t(sizeof(T)) <= 16384;
+}
+
 /// The running maximum starts at the lowest finite value, not −∞: then a −∞
 /// input gives exp(−∞ − m) = 0 instead of exp(−∞ + ∞) = NaN.
 template <class T>

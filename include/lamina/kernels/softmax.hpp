@@ -2,8 +2,13 @@
 // Row softmax and log-softmax (spec/kernels.md "softmax / log_softmax rows").
 //   p_i = exp(a_i − M) / S,  log p_i = a_i − M − log S,  M = max a, S = Σ exp(a_j − M)
 // One read pass computes (M, S) online (the running maximum rescales the sum
-// only when it grows), one pass writes. Accumulation runs in 4 vector registers,
-// merged per block of 4096 elements, so float rows of 1e6 stay within 1e-5.
+// only when it grows), one pass writes. Rows that fit in cache (≤ 64 Ki
+// elements) take a max pass first and keep the exps of the sum pass, so each
+// element costs one exp and memory still sees one read and one write
+// (softmax_cached); long rows use the online pass and recompute the exps, so
+// only 3 arrays cross the memory bus. Accumulation runs in 4
+// vector registers, folded every 4096 elements, so float rows of 1e6 stay
+// within 1e-5.
 //
 // Non-finite input (documented behaviour, as PyTorch): a row containing NaN or
 // +Inf gives NaN in every output of that row; −Inf entries give p = 0 and
@@ -60,35 +65,128 @@ void log_softmax_backward(const T* logp, const T* dy, T* da, index_t n) {
 }
 }  // namespace ref
 
-/// (max, Σ exp(a − max)) of a row in one pass.
+/// (max, Σ exp(a − max)) of a row in one pass. Four vectors form a block that
+/// shares one running lane maximum, rescaled (one exp) only when the block's
+/// maximum exceeds it; block sums fold into a total every 4096 elements
+/// (two-level summation); lanes merge once at the end with one vector exp.
 template <class Arch = default_arch, class T>
 MaxSum<T> max_sum(const T* a, index_t n) {
   using V = batch<T, Arch>;
   constexpr index_t W = index_t(V::size), U = 4 * W, block = 4096;
   T M = detail::lowest<T>, S = 0;
   index_t i = 0;
-  for (; i + U <= n;) {
-    const index_t end = std::min(n - (n - i) % U, i + block);
-    detail::OnlineSum<V> acc[4];
-    for (auto& c : acc) c = {V(detail::lowest<T>), V(T(0))};
-    for (; i < end; i += U)
-      for (int k = 0; k < 4; ++k) acc[k].add(V::load_unaligned(a + i + k * W));
-    // Pairwise merge of the 4 accumulators, then across lanes into (M, S).
-    for (int k = 0; k < 4; ++k) {
-      alignas(64) T m[V::size], s[V::size];
-      acc[k].m.store_aligned(m);
-      acc[k].s.store_aligned(s);
-      for (std::size_t l = 0; l < V::size; ++l) detail::merge(M, S, m[l], s[l]);
+  if (n >= U) {
+    V m(detail::lowest<T>), total(T(0));
+    while (i + U <= n) {
+      const index_t end = std::min(n - (n - i) % U, i + block);
+      V s0(T(0)), s1(T(0)), s2(T(0)), s3(T(0));
+      for (; i < end; i += U) {
+        const V x0 = V::load_unaligned(a + i), x1 = V::load_unaligned(a + i + W), x2 = V::load_unaligned(a + i + 2 * W),
+                x3 = V::load_unaligned(a + i + 3 * W);
+        const V bm = xsimd::max(xsimd::max(x0, x1), xsimd::max(x2, x3));
+        if (xsimd::any(bm > m)) {
+          const V nm = xsimd::max(m, bm), r = xsimd::exp(m - nm);
+          s0 *= r;
+          s1 *= r;
+          s2 *= r;
+          s3 *= r;
+          total *= r;
+          m = nm;
+        }
+        s0 += xsimd::exp(x0 - m);
+        s1 += xsimd::exp(x1 - m);
+        s2 += xsimd::exp(x2 - m);
+        s3 += xsimd::exp(x3 - m);
+      }
+      total += (s0 + s1) + (s2 + s3);
     }
+    M = detail::hmax(m);
+    S = xsimd::hadd(total * xsimd::exp(m - V(M)));
+    if (std::isnan(M)) S = M;
   }
   for (; i < n; ++i) detail::merge(M, S, a[i], T(1));  // scalar tail
   return {M, S};
 }
 
+namespace detail {
+/// Row maximum (vector pass; NaN if the row has a NaN).
+template <class Arch, class T>
+T row_max(const T* a, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), U = 4 * W;
+  T m = lowest<T>;
+  bool nan = false;
+  index_t i = 0;
+  if (n >= U) {
+    V m0(m), m1(m), m2(m), m3(m);
+    xsimd::batch_bool<T, Arch> bad(false);
+    for (; i + U <= n; i += U) {
+      const V x0 = V::load_unaligned(a + i), x1 = V::load_unaligned(a + i + W), x2 = V::load_unaligned(a + i + 2 * W),
+              x3 = V::load_unaligned(a + i + 3 * W);
+      m0 = xsimd::max(m0, x0);
+      m1 = xsimd::max(m1, x1);
+      m2 = xsimd::max(m2, x2);
+      m3 = xsimd::max(m3, x3);
+      bad = bad | xsimd::isnan(x0) | xsimd::isnan(x1) | xsimd::isnan(x2) | xsimd::isnan(x3);
+    }
+    m = hmax(xsimd::max(xsimd::max(m0, m1), xsimd::max(m2, m3)));
+    nan = xsimd::any(bad);
+  }
+  for (; i < n; ++i) {
+    nan = nan || std::isnan(a[i]);
+    m = std::max(m, a[i]);
+  }
+  return nan ? std::numeric_limits<T>::quiet_NaN() : m;
+}
+
+/// Softmax of a row that stays in cache: a max pass, one pass that stores
+/// e_i = exp(a_i − M) and sums it, and a scaling pass. One exp per element;
+/// the extra passes read from L1/L2, so memory traffic stays one read and one
+/// write per element.
+template <class Arch, class T>
+void softmax_cached(const T* a, T* p, index_t n) {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), U = 4 * W;
+  const T M = row_max<Arch>(a, n);
+  const V mv(M);
+  V s0(T(0)), s1(T(0)), s2(T(0)), s3(T(0));
+  index_t i = 0;
+  for (; i + U <= n; i += U) {
+    const V e0 = xsimd::exp(V::load_unaligned(a + i) - mv), e1 = xsimd::exp(V::load_unaligned(a + i + W) - mv),
+            e2 = xsimd::exp(V::load_unaligned(a + i + 2 * W) - mv), e3 = xsimd::exp(V::load_unaligned(a + i + 3 * W) - mv);
+    e0.store_unaligned(p + i);
+    e1.store_unaligned(p + i + W);
+    e2.store_unaligned(p + i + 2 * W);
+    e3.store_unaligned(p + i + 3 * W);
+    s0 += e0;
+    s1 += e1;
+    s2 += e2;
+    s3 += e3;
+  }
+  T S = xsimd::hadd((s0 + s1) + (s2 + s3));
+  for (; i < n; ++i) {
+    p[i] = std::exp(a[i] - M);
+    S += p[i];
+  }
+  const T inv = T(1) / S;
+  const V vinv(inv);
+  i = 0;
+  for (; i + W <= n; i += W) (V::load_unaligned(p + i) * vinv).store_unaligned(p + i);
+  for (; i < n; ++i) p[i] *= inv;
+}
+}  // namespace detail
+
+/// Rows up to 64 Ki elements use the cached form (one exp per element); longer
+/// rows stream twice over the input (online max-sum pass, then exp and write),
+/// which moves 3 instead of 4 arrays through memory.
 template <class Arch = default_arch, class T>
 void softmax(const T* a, T* p, index_t n) {
   using V = batch<T, Arch>;
   constexpr index_t W = index_t(V::size);
+  if (n <= (index_t(1) << 16)) {
+    detail::softmax_cached<Arch>(a, p, n);
+    return;
+  }
   const MaxSum<T> ms = max_sum<Arch>(a, n);
   const T inv = T(1) / ms.sum;
   const V vm(ms.max), vinv(inv);
@@ -165,7 +263,11 @@ void softmax_rows(ConstView<T> a, View<T> p) {
   require_contiguous(a, "softmax_rows", "a");
   require_contiguous(p, "softmax_rows", "p");
   const index_t R = a.dim(0), n = a.dim(1);
-  for (index_t r = 0; r < R; ++r) softmax<Arch>(a.data() + r * n, p.data() + r * n, n);
+  const bool far = detail::beyond_l2<T>(R * n, n);
+  for (index_t r = 0; r < R; ++r) {
+    if (far && r + 1 < R) detail::prefetch(a.data() + (r + 1) * n, n);
+    softmax<Arch>(a.data() + r * n, p.data() + r * n, n);
+  }
 }
 template <class Arch = default_arch, class T>
 void log_softmax_rows(ConstView<T> a, View<T> out) {

@@ -65,38 +65,40 @@ void weighted_sum(std::span<const T* const> v, std::span<const T> w, T* o, index
 }
 
 /// dv[k] += w[k]·dout, dw[k] += <dout, v[k]> (adds, as every backward in lamina).
+/// The row runs in L1-sized chunks; within a chunk each k is one streaming pass
+/// (dout re-read from L1), with its dot product in two registers. Chunk sums
+/// fold into a total per k: two-level summation for long rows.
 template <class Arch = default_arch, class T>
 void weighted_sum_backward(std::span<const T* const> v, std::span<const T> w, const T* dout,
                            std::span<T* const> dv, std::span<T> dw, index_t L) {
   using V = batch<T, Arch>;
-  constexpr index_t W = index_t(V::size), block = 4096;
+  constexpr index_t W = index_t(V::size), chunk = 2048;
   const std::size_t t = v.size();
-  std::vector<T> total(t, T(0));
-  // Per-k dot products in vector accumulators, folded into `total` every block
-  // (two-level summation keeps float error small for long rows).
-  constexpr std::size_t small = 16;
-  V acc_small[small];
-  std::vector<V> acc_large(t > small ? t : 0);
-  V* acc = t > small ? acc_large.data() : acc_small;
-  index_t i = 0;
-  while (i + W <= L) {
-    const index_t end = std::min(L - (L - i) % W, i + block);
-    for (std::size_t k = 0; k < t; ++k) acc[k] = V(T(0));
-    for (; i < end; i += W) {
-      const V g = V::load_unaligned(dout + i);
-      for (std::size_t k = 0; k < t; ++k) {
-        acc[k] = xsimd::fma(g, V::load_unaligned(v[k] + i), acc[k]);
-        xsimd::fma(V(w[k]), g, V::load_unaligned(dv[k] + i)).store_unaligned(dv[k] + i);
+  for (std::size_t k = 0; k < t; ++k) {
+    const T* vk = v[k];
+    T* dvk = dv[k];
+    const V wk(w[k]);
+    T total = 0;
+    for (index_t c0 = 0; c0 < L; c0 += chunk) {
+      const index_t c1 = std::min(L, c0 + chunk);
+      V acc0(T(0)), acc1(T(0));
+      index_t i = c0;
+      for (; i + 2 * W <= c1; i += 2 * W) {
+        const V g0 = V::load_unaligned(dout + i), g1 = V::load_unaligned(dout + i + W);
+        acc0 = xsimd::fma(g0, V::load_unaligned(vk + i), acc0);
+        acc1 = xsimd::fma(g1, V::load_unaligned(vk + i + W), acc1);
+        xsimd::fma(wk, g0, V::load_unaligned(dvk + i)).store_unaligned(dvk + i);
+        xsimd::fma(wk, g1, V::load_unaligned(dvk + i + W)).store_unaligned(dvk + i + W);
       }
+      T part = xsimd::hadd(acc0 + acc1);
+      for (; i < c1; ++i) {
+        part += dout[i] * vk[i];
+        dvk[i] += w[k] * dout[i];
+      }
+      total += part;
     }
-    for (std::size_t k = 0; k < t; ++k) total[k] += xsimd::hadd(acc[k]);
+    dw[k] += total;
   }
-  for (; i < L; ++i)
-    for (std::size_t k = 0; k < t; ++k) {
-      total[k] += dout[i] * v[k][i];
-      dv[k][i] += w[k] * dout[i];
-    }
-  for (std::size_t k = 0; k < t; ++k) dw[k] += total[k];
 }
 
 /// Batched retrieval: V_s are [R, L] (R = B·G rows), A is [R, t] (row r holds
