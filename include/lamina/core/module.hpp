@@ -40,6 +40,7 @@ struct ParamRef {
   View<T> grad;        ///< empty for buffers
   bool decay = true;   ///< weight decay applies (false for gains and BN/bias terms where chosen)
   bool trainable = true;
+  bool added = false;  ///< added by an augmentation (LAUREL) on top of the base model
 };
 
 namespace detail {
@@ -104,6 +105,24 @@ index_t count_parameters(M& m) {
     if (p.trainable) n += p.value.size();
   });
   return n;
+}
+
+/// Trainable scalars of a model, and those that augmentations (LAUREL) added.
+struct ParameterCount {
+  index_t total = 0, added = 0;
+  index_t base() const noexcept { return total - added; }
+  /// added as a percentage of the base model's parameters.
+  double added_percent() const noexcept { return base() > 0 ? 100.0 * double(added) / double(base()) : 0.0; }
+};
+template <Module M>
+ParameterCount parameter_count(M& m) {
+  ParameterCount c;
+  visit_parameters(m, [&](const ParamRef<typename M::value_type>& p) {
+    if (!p.trainable) return;
+    c.total += p.value.size();
+    if (p.added) c.added += p.value.size();
+  });
+  return c;
 }
 
 /// Output shape check shared by modules: y must have exactly `expected`.

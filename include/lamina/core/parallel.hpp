@@ -5,14 +5,17 @@
 #include <Eigen/Core>
 #ifdef _OPENMP
 #include <omp.h>
-#define LAMINA_PRAGMA(x) _Pragma(#x)
+#define LAMINA_PRAGMA(...) _Pragma(#__VA_ARGS__)
 #define LAMINA_PARALLEL_FOR LAMINA_PRAGMA(omp parallel for schedule(static))
 /// For element-wise, memory-bound loops over n elements: threads only when n is
 /// large enough to pay for them.
 #define LAMINA_PARALLEL_FOR_LARGE(n) LAMINA_PRAGMA(omp parallel for simd schedule(static) if ((n) >= (1 << 16)))
+/// A vectorised sum reduction into the listed variables.
+#define LAMINA_SIMD_REDUCE_SUM(...) LAMINA_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
 #else
 #define LAMINA_PARALLEL_FOR
 #define LAMINA_PARALLEL_FOR_LARGE(n)
+#define LAMINA_SIMD_REDUCE_SUM(...)
 #endif
 
 namespace lamina {

@@ -6,6 +6,7 @@
 #include <tuple>
 #include <utility>
 
+#include "lamina/core/history.hpp"
 #include "lamina/core/module.hpp"
 
 namespace lamina {
@@ -53,6 +54,18 @@ class Sequential {
   }
   void set_training(bool on) {
     std::apply([&](auto&... m) { (lamina::set_training(m, on), ...); }, mods_);
+  }
+  /// A sequence whose first part publishes a stream (a LAUREL-PA connection
+  /// followed by its activation) publishes that stream (core/history.hpp).
+  StreamSlot<value_type>* stream_slot()
+    requires HasStreamSlot<std::tuple_element_t<0, std::tuple<Ms...>>>
+  {
+    return std::get<0>(mods_).stream_slot();
+  }
+  void link_predecessors(std::span<StreamSlot<value_type>* const> earlier)
+    requires HasStreamSlot<std::tuple_element_t<0, std::tuple<Ms...>>>
+  {
+    std::get<0>(mods_).link_predecessors(earlier);
   }
 
  private:

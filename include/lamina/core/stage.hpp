@@ -1,9 +1,13 @@
 #pragma once
 // A stage: a run-time number of modules of one type applied in order (e.g. the
 // BasicBlocks of one ResNet stage). Owns the tensors between its blocks.
+// Blocks that publish a StreamSlot (LAUREL-PA) are linked to the slots of the
+// earlier blocks before each pass, and every block output is kept while such a
+// stage infers (a later block may read any earlier stream).
 #include <string>
 #include <vector>
 
+#include "lamina/core/history.hpp"
 #include "lamina/core/module.hpp"
 
 namespace lamina {
@@ -36,22 +40,27 @@ class Stage {
     out_.resize(n - 1);
     ConstView<T> cur = x;
     for (std::size_t i = 0; i + 1 < n; ++i) {
+      link(i);
       out_[i].resize(blocks_[i].output_shape(cur.shape()));
       blocks_[i].forward(cur, out_[i].view());
       cur = out_[i].cview();
     }
+    link(n - 1);
     blocks_[n - 1].forward(cur, y);
   }
   void infer(ConstView<T> x, View<T> y) {
     const std::size_t n = blocks_.size();
     require<shape_error>(n > 0, "Stage", "blocks", ">= 1", 0);
     ConstView<T> cur = x;
+    if constexpr (HasStreamSlot<M>) infer_out_.resize(n - 1);
     for (std::size_t i = 0; i + 1 < n; ++i) {
-      Tensor<T>& buf = pong_[i % 2];
+      link(i);
+      Tensor<T>& buf = HasStreamSlot<M> ? infer_out_[i] : pong_[i % 2];
       buf.resize(blocks_[i].output_shape(cur.shape()));
       blocks_[i].infer(cur, buf.view());
       cur = buf.cview();
     }
+    link(n - 1);
     blocks_[n - 1].infer(cur, y);
   }
   void backward(ConstView<T> dy, View<T> dx) {
@@ -76,8 +85,17 @@ class Stage {
   }
 
  private:
+  void link(std::size_t i) {
+    if constexpr (HasStreamSlot<M>) {
+      earlier_.clear();
+      for (std::size_t j = i; j-- > 0;) earlier_.push_back(blocks_[j].stream_slot());
+      blocks_[i].link_predecessors(std::span<StreamSlot<T>* const>(earlier_));
+    }
+  }
+
   std::vector<M> blocks_;
-  std::vector<Tensor<T>> out_, grad_;
+  std::vector<Tensor<T>> out_, grad_, infer_out_;
+  std::vector<StreamSlot<T>*> earlier_;
   Tensor<T> pong_[2];
 };
 

@@ -18,30 +18,42 @@ struct ResNetOptions {
   index_t num_classes = 10;
 };
 
+/// The network around any block type (BasicBlock, or a LAUREL block).
+template <class T, class Block>
+using ResNetWith = Sequential<Conv2d<T>, BatchNorm2d<T>, ReLU<T>, Stage<Block>, Stage<Block>, Stage<Block>,
+                              GlobalAvgPool<T>, Linear<T>>;
 template <class T>
-using ResNet = Sequential<Conv2d<T>, BatchNorm2d<T>, ReLU<T>, Stage<BasicBlock<T>>, Stage<BasicBlock<T>>,
-                          Stage<BasicBlock<T>>, GlobalAvgPool<T>, Linear<T>>;
+using ResNet = ResNetWith<T, BasicBlock<T>>;
 
-template <class T>
-ResNet<T> make_resnet(const ResNetOptions& o, Rng& rng) {
+/// make_block(in_channels, out_channels, stride, rng) builds one block.
+template <class T, class MakeBlock>
+auto make_resnet_with(const ResNetOptions& o, Rng& rng, MakeBlock&& make_block) {
+  using Block = decltype(make_block(index_t(1), index_t(1), index_t(1), rng));
   require(o.in_channels > 0, "ResNet", "in_channels", "> 0", o.in_channels);
   require(o.blocks_per_stage > 0, "ResNet", "blocks_per_stage", "> 0", o.blocks_per_stage);
   require(o.num_classes > 1, "ResNet", "num_classes", "> 1", o.num_classes);
   for (index_t w : o.widths) require(w > 0, "ResNet", "widths", "> 0", w);
-  std::array<Stage<BasicBlock<T>>, 3> stages;
+  std::array<Stage<Block>, 3> stages;
   index_t in = o.widths[0];
   for (std::size_t s = 0; s < 3; ++s) {
     for (index_t b = 0; b < o.blocks_per_stage; ++b) {
       const index_t stride = (s > 0 && b == 0) ? 2 : 1;
-      stages[s].push_back(make_basic_block<T>(in, o.widths[s], stride, rng));
+      stages[s].push_back(make_block(in, o.widths[s], stride, rng));
       in = o.widths[s];
     }
   }
-  ResNet<T> net(Conv2d<T>({o.in_channels, o.widths[0], 3, 3, 1, 1, false}, rng), BatchNorm2d<T>(o.widths[0]),
+  ResNetWith<T, Block> net(Conv2d<T>({o.in_channels, o.widths[0], 3, 3, 1, 1, false}, rng), BatchNorm2d<T>(o.widths[0]),
                 ReLU<T>{}, std::move(stages[0]), std::move(stages[1]), std::move(stages[2]), GlobalAvgPool<T>{},
                 Linear<T>(o.widths[2], o.num_classes, rng));
   net.set_names({"conv1", "bn1", "relu", "layer1", "layer2", "layer3", "avgpool", "fc"});
   return net;
+}
+
+template <class T>
+ResNet<T> make_resnet(const ResNetOptions& o, Rng& rng) {
+  return make_resnet_with<T>(o, rng, [](index_t in, index_t out, index_t stride, Rng& r) {
+    return make_basic_block<T>(in, out, stride, r);
+  });
 }
 
 }  // namespace lamina

@@ -1,0 +1,564 @@
+#pragma once
+// LAUREL: learned augmented residual connection (spec/laurel.md)
+//   y = α f(x) + β (s + s A B + Σ_{j=1..k} γ_j h_j(s_{i-j})),   s = shortcut(x)
+// around any Module f. The variant (RW, LR, PA, RW+LR, RW+LR+PA) is a
+// compile-time tag, so unused parts have no storage and no code; rank, history,
+// bounding of α/β and initialisation are run-time options.
+//
+// The stream s is x itself (identity shortcut) or the output of a projection
+// shortcut (a ResNet stage's first block), so that every stream of a stage has
+// the stage's width D. Dense [N, D] and image [B, C, H, W] streams are read in
+// place through core/channels.hpp; no D×D product is ever formed.
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lamina/core/channels.hpp"
+#include "lamina/core/history.hpp"
+#include "lamina/core/init.hpp"
+#include "lamina/core/module.hpp"
+#include "lamina/core/sequential.hpp"
+
+namespace lamina::laurel {
+
+// Variant tags (spec/laurel.md "Variants").
+struct RW {
+  static constexpr bool rw = true, lr = false, pa = false;
+  static constexpr const char* name = "RW";
+};
+struct LR {
+  static constexpr bool rw = false, lr = true, pa = false;
+  static constexpr const char* name = "LR";
+};
+struct PA {
+  static constexpr bool rw = false, lr = false, pa = true;
+  static constexpr const char* name = "PA";
+};
+struct RW_LR {
+  static constexpr bool rw = true, lr = true, pa = false;
+  static constexpr const char* name = "RW+LR";
+};
+struct RW_LR_PA {
+  static constexpr bool rw = true, lr = true, pa = true;
+  static constexpr const char* name = "RW+LR+PA";
+};
+
+template <class V>
+concept Variant = requires {
+  { V::rw } -> std::convertible_to<bool>;
+  { V::lr } -> std::convertible_to<bool>;
+  { V::pa } -> std::convertible_to<bool>;
+};
+
+/// Bounding of α, β (spec "Bounding α, β"). softmax: (α, β) = 2·softmax(w);
+/// sigmoid: α = σ(s), β = 1 − σ(s); two_sigmoids: α = 2σ(s_α), β = 2σ(s_β)
+/// (the factor 2 keeps α = β = 1 at init, as the softmax default does).
+enum class Bound { softmax, sigmoid, two_sigmoids };
+enum class AInit { column_orthogonal, xavier_uniform };
+/// h_j of PA: identity or low-rank A_j B_j; automatic = identity for PA,
+/// low-rank for RW+LR+PA (the spec's forms).
+enum class History { automatic, identity, low_rank };
+
+struct Options {
+  index_t rank = 4;     ///< r of A, B (and of A_j, B_j)
+  index_t history = 2;  ///< k: earlier streams a PA connection reads
+  Bound bound = Bound::softmax;
+  bool per_channel = false;  ///< α, β ∈ R^D instead of scalars
+  AInit a_init = AInit::column_orthogonal;
+  History h = History::automatic;
+};
+
+/// Column-orthogonal init A[i, c] = 1/sqrt(r·D) if i mod r == c (spec "Initialisation").
+template <class T>
+void init_column_orthogonal(View<T> A) {
+  const index_t D = A.dim(0), r = A.dim(1);
+  const T v = T(1.0 / std::sqrt(double(r * D)));
+  for (index_t i = 0; i < D; ++i)
+    for (index_t c = 0; c < r; ++c) A(i, c) = (i % r == c) ? v : T(0);
+}
+
+}  // namespace lamina::laurel
+
+namespace lamina {
+
+template <class F, laurel::Variant V, class S = Identity<typename F::value_type>>
+class Laurel {
+  static_assert(check_module<F>() && check_module<S>(), "lamina::Laurel: f and the shortcut must satisfy lamina::Module");
+
+ public:
+  using value_type = typename F::value_type;
+  using T = value_type;
+  using variant = V;
+  static_assert(std::is_same_v<typename S::value_type, T>, "lamina::Laurel: one scalar type");
+  static constexpr bool identity_shortcut = std::is_same_v<S, Identity<T>>;
+
+  /// D: width of the stream (channels of f's output). rng draws Xavier A.
+  Laurel(F f, S s, index_t D, const laurel::Options& o, Rng& rng) : f_(std::move(f)), s_(std::move(s)), D_(D), o_(o) {
+    require(D > 0, "Laurel", "D", "> 0", D);
+    require(V::rw || !o.per_channel, "Laurel", "per_channel", "a variant with RW (alpha, beta)", detail::concat(V::name));
+    if constexpr (V::pa) {
+      require(o.history >= 1, "Laurel", "history k", ">= 1", o.history);
+      if (o.h == laurel::History::automatic) o_.h = V::lr ? laurel::History::low_rank : laurel::History::identity;
+    }
+    if (uses_rank()) {
+      require(o.rank >= 1, "Laurel", "rank r", ">= 1", o.rank);
+      require(o.rank <= D, "Laurel", "rank r", detail::concat("<= D = ", D), o.rank);
+    }
+    const index_t dc = coef_width();
+    if constexpr (V::rw) {
+      const index_t m = o.bound == laurel::Bound::sigmoid ? 1 : 2;
+      w_ = Tensor<T>(o.per_channel ? Shape{m, D} : Shape{m});  // 0: α = β = 1 (softmax)
+      dw_ = Tensor<T>(w_.shape());
+    }
+    alpha_.assign(static_cast<std::size_t>(dc), T(1));
+    beta_.assign(static_cast<std::size_t>(dc), T(1));
+    auto init_pair = [&](Tensor<T>& A, Tensor<T>& dA, Tensor<T>& B, Tensor<T>& dB) {
+      A = Tensor<T>(Shape{D, o.rank});
+      dA = Tensor<T>(A.shape());
+      B = Tensor<T>(Shape{o.rank, D});  // B = 0 (spec: as in LoRA)
+      dB = Tensor<T>(B.shape());
+      if (o.a_init == laurel::AInit::xavier_uniform) init::xavier_uniform(A.view(), rng);
+      else laurel::init_column_orthogonal(A.view());
+    };
+    if constexpr (V::lr) init_pair(A_, dA_, B_, dB_);
+    if constexpr (V::pa) {
+      const index_t k = o.history;
+      // identity h: γ = 0; low-rank h: γ = 1 and B_j = 0 (never both zero).
+      gamma_ = Tensor<T>(Shape{k}, low_rank_history() ? T(1) : T(0));
+      dgamma_ = Tensor<T>(Shape{k});
+      if (low_rank_history()) {
+        Ah_.resize(k), dAh_.resize(k), Bh_.resize(k), dBh_.resize(k);
+        for (index_t j = 0; j < k; ++j) init_pair(Ah_[j], dAh_[j], Bh_[j], dBh_[j]);
+      }
+    }
+    update_coefficients();
+  }
+  Laurel(F f, index_t D, const laurel::Options& o, Rng& rng)
+    requires identity_shortcut
+      : Laurel(std::move(f), S{}, D, o, rng) {}
+
+  /// Parameter prefixes of f, the shortcut and LAUREL's own parameters.
+  Laurel& set_names(std::string f_prefix, std::string s_prefix, std::string laurel_prefix = "laurel.") {
+    f_name_ = std::move(f_prefix), s_name_ = std::move(s_prefix), l_name_ = std::move(laurel_prefix);
+    return *this;
+  }
+  F& body() noexcept { return f_; }
+  S& shortcut() noexcept { return s_; }
+  const laurel::Options& options() const noexcept { return o_; }
+  index_t width() const noexcept { return D_; }
+  /// α, β of the current parameters: one value, or one per channel.
+  const std::vector<T>& alpha() noexcept { return update_coefficients(), alpha_; }
+  const std::vector<T>& beta() noexcept { return update_coefficients(), beta_; }
+  Tensor<T>& w() noexcept requires V::rw { return w_; }
+  Tensor<T>& A() noexcept requires V::lr { return A_; }
+  Tensor<T>& B() noexcept requires V::lr { return B_; }
+  Tensor<T>& gamma() noexcept requires V::pa { return gamma_; }
+  Tensor<T>& A_history(index_t j) requires V::pa { return Ah_.at(static_cast<std::size_t>(j - 1)); }  ///< A_j, j = 1..k
+  Tensor<T>& B_history(index_t j) requires V::pa { return Bh_.at(static_cast<std::size_t>(j - 1)); }  ///< B_j, j = 1..k
+
+  Shape output_shape(const Shape& in) const {
+    const Shape a = f_.output_shape(in), b = s_.output_shape(in);
+    require<shape_error>(a == b, "Laurel", "branch output shapes", detail::concat("f(x) ", a), detail::concat("shortcut(x) ", b));
+    const ChannelGeometry g = ChannelGeometry::of(a, "Laurel", "stream shape");
+    require<shape_error>(g.D == D_, "Laurel", "stream width D (channels)", D_, g.D);
+    return a;
+  }
+
+  void forward(ConstView<T> x, View<T> y) { run(x, y, train_, true); }
+  void infer(ConstView<T> x, View<T> y) { run(x, y, infer_, false); }
+
+  void backward(ConstView<T> dy, View<T> dx) {
+    Cache& c = train_;
+    require<shape_error>(c.stream.data() != nullptr, "Laurel", "backward()", "a preceding forward()", "none");
+    require_shape(dy, c.stream.shape(), "Laurel", "dy");
+    require_shape(dx, c.x_shape, "Laurel", "dx");
+    const ChannelGeometry g = ChannelGeometry::of(dy.shape(), "Laurel", "dy");
+    const T* G = dy.data();
+    const index_t np = c.npred;
+
+    // Where the skip gradient dL/ds goes: straight into dx for a plain identity
+    // shortcut; otherwise into the stream's slot, which later blocks have filled.
+    View<T> ds = dx;
+    if constexpr (V::pa) {
+      ds = slot_.grad.view();
+    } else if constexpr (!identity_shortcut) {
+      ds_.resize(dy.shape());
+      fill_zero(ds_.data(), ds_.size());
+      ds = ds_.view();
+    }
+    if constexpr (V::rw) dF_.resize(dy.shape());
+
+    // One fused element-wise pass: dF = αG, ds += βG, ds_{i-j} += βγ_j G for
+    // identity h, and the reductions <G, f(x)>, <G, s>, <G, s_{i-j}>.
+    const bool id_h = V::pa && !low_rank_history();
+    const index_t nid = id_h ? np : 0;
+    const index_t nacc = (V::rw ? 2 : 0) + nid;
+    const ChannelChunks chunks{g, per_channel()};
+    const index_t W = chunks.width();
+    std::vector<T*> dpred(static_cast<std::size_t>(nid));
+    for (index_t j = 0; j < nid; ++j) dpred[static_cast<std::size_t>(j)] = c.pred_slots[static_cast<std::size_t>(j)]->grad.data();
+    const std::vector<double> sums = chunks.reduce(nacc, [&](index_t k, double* acc) {
+      chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
+        constexpr int St = decltype(step)::value;
+        const T* a = alpha_.data() + (per_channel() ? ch : 0);
+        const T* b = beta_.data() + (per_channel() ? ch : 0);
+        const T* Gs = G + off;
+        T* dso = ds.data() + off;
+        if constexpr (V::rw) {
+          const T* Fs = c.fx.data() + off;
+          const T* Ss = c.stream.data() + off;
+          T* dFs = dF_.data() + off;
+          if constexpr (St == 0) {
+            double ga = 0, gb = 0;
+            const T av = a[0], bv = b[0];
+            LAMINA_SIMD_REDUCE_SUM(ga, gb)
+            for (index_t i = 0; i < len; ++i) {
+              ga += double(Gs[i]) * double(Fs[i]);
+              gb += double(Gs[i]) * double(Ss[i]);
+              dFs[i] = av * Gs[i];
+              dso[i] += bv * Gs[i];
+            }
+            acc[ch] += ga;
+            acc[W + ch] += gb;
+          } else {
+            for (index_t i = 0; i < len; ++i) {
+              acc[i] += double(Gs[i]) * double(Fs[i]);
+              acc[W + i] += double(Gs[i]) * double(Ss[i]);
+              dFs[i] = a[i] * Gs[i];
+              dso[i] += b[i] * Gs[i];
+            }
+          }
+        } else {
+          for (index_t i = 0; i < len; ++i) dso[i] += Gs[i];
+        }
+        for (index_t j = 0; j < nid; ++j) {
+          const T* P = c.preds[static_cast<std::size_t>(j)].data() + off;
+          T* dP = dpred[static_cast<std::size_t>(j)] + off;
+          const T gj = gamma_[j];
+          double* q = acc + ((V::rw ? 2 : 0) + j) * W + ch;
+          if constexpr (St == 0) {
+            double s = 0;
+            const T bg = b[0] * gj;
+            LAMINA_SIMD_REDUCE_SUM(s)
+            for (index_t i = 0; i < len; ++i) {
+              s += double(Gs[i]) * double(P[i]);
+              dP[i] += bg * Gs[i];
+            }
+            q[0] += s;
+          } else {
+            for (index_t i = 0; i < len; ++i) {
+              q[i] += double(Gs[i]) * double(P[i]);
+              dP[i] += b[i] * gj * Gs[i];
+            }
+          }
+        }
+      });
+    });
+
+    std::vector<double> ga(static_cast<std::size_t>(W), 0.0), gb(static_cast<std::size_t>(W), 0.0);
+    if constexpr (V::rw) {
+      std::copy(sums.begin(), sums.begin() + W, ga.begin());
+      std::copy(sums.begin() + W, sums.begin() + 2 * W, gb.begin());
+    }
+    auto beta_at = [&](index_t ch) { return double(beta_[static_cast<std::size_t>(per_channel() ? ch : 0)]); };
+    for (index_t j = 0; j < nid; ++j) {
+      const double* q = sums.data() + ((V::rw ? 2 : 0) + j) * W;
+      double dg = 0;
+      for (index_t ch = 0; ch < W; ++ch) {
+        dg += beta_at(ch) * q[ch];
+        gb[static_cast<std::size_t>(ch)] += double(gamma_[j]) * q[ch];
+      }
+      dgamma_[j] += T(dg);
+    }
+
+    // Low-rank terms: y += U (B diag β) with U = s A; their gradients in GEMMs.
+    if constexpr (V::lr) {
+      low_rank_backward(g, G, c.stream.data(), ds.data(), c.U, A_, B_, dA_, dB_, T(1), gb, nullptr);
+    }
+    if constexpr (V::pa) {
+      if (low_rank_history())
+        for (index_t j = 0; j < np; ++j) {
+          const auto ju = static_cast<std::size_t>(j);
+          double dg = 0;
+          low_rank_backward(g, G, c.preds[ju].data(), c.pred_slots[ju]->grad.data(), c.Uh[ju], Ah_[ju], Bh_[ju], dAh_[ju],
+                            dBh_[ju], gamma_[j], gb, &dg);
+          dgamma_[j] += T(dg);
+        }
+    }
+
+    if constexpr (V::rw) chain_rule(ga, gb);
+
+    f_.backward(V::rw ? dF_.cview() : dy, dx);
+    if constexpr (!identity_shortcut) s_.backward(ds, dx);
+    else if constexpr (V::pa) axpy(dx.data(), ds.data(), ds.size());
+  }
+
+  template <class Fn>
+  void visit(Fn&& fn, const std::string& prefix) {
+    f_.visit(fn, prefix + f_name_);
+    s_.visit(fn, prefix + s_name_);
+    const std::string p = prefix + l_name_;
+    // α, β (w) and γ are excluded from weight decay; A, B are not (spec "Initialisation").
+    if constexpr (V::rw) fn(ParamRef<T>{p + "w", w_.view(), dw_.view(), false, true, true});
+    if constexpr (V::lr) {
+      fn(ParamRef<T>{p + "A", A_.view(), dA_.view(), true, true, true});
+      fn(ParamRef<T>{p + "B", B_.view(), dB_.view(), true, true, true});
+    }
+    if constexpr (V::pa) {
+      fn(ParamRef<T>{p + "gamma", gamma_.view(), dgamma_.view(), false, true, true});
+      for (std::size_t j = 0; j < Ah_.size(); ++j) {
+        fn(ParamRef<T>{p + "A" + std::to_string(j + 1), Ah_[j].view(), dAh_[j].view(), true, true, true});
+        fn(ParamRef<T>{p + "B" + std::to_string(j + 1), Bh_[j].view(), dBh_[j].view(), true, true, true});
+      }
+    }
+  }
+  void set_training(bool on) {
+    lamina::set_training(f_, on);
+    lamina::set_training(s_, on);
+  }
+
+  // PA: the stream this connection publishes and the earlier ones it reads.
+  StreamSlot<T>* stream_slot() noexcept
+    requires V::pa
+  {
+    return &slot_;
+  }
+  void link_predecessors(std::span<StreamSlot<T>* const> earlier)
+    requires V::pa
+  {
+    const std::size_t k = std::min(earlier.size(), static_cast<std::size_t>(o_.history));
+    linked_.assign(earlier.begin(), earlier.begin() + static_cast<std::ptrdiff_t>(k));
+  }
+
+ private:
+  struct Cache {
+    Shape x_shape;
+    ConstView<T> stream;
+    Tensor<T> own_stream, fx;  // fx = f(x), kept for g_α
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> U;
+    std::vector<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> Uh;
+    std::vector<ConstView<T>> preds;
+    std::vector<StreamSlot<T>*> pred_slots;
+    index_t npred = 0;
+  };
+
+  bool per_channel() const noexcept { return V::rw && o_.per_channel; }
+  bool uses_rank() const noexcept { return V::lr || (V::pa && o_.h == laurel::History::low_rank); }
+  bool low_rank_history() const noexcept { return V::pa && o_.h == laurel::History::low_rank; }
+  index_t coef_width() const noexcept { return V::rw && o_.per_channel ? D_ : 1; }
+
+  void update_coefficients() {
+    if constexpr (V::rw) {
+      const index_t dc = coef_width();
+      for (index_t c = 0; c < dc; ++c) {
+        const auto cu = static_cast<std::size_t>(c);
+        const double w0 = double(w_[c]);
+        switch (o_.bound) {
+          case laurel::Bound::softmax: {
+            const double w1 = double(w_[dc + c]), m = std::max(w0, w1);
+            const double e0 = std::exp(w0 - m), e1 = std::exp(w1 - m);
+            alpha_[cu] = T(2 * e0 / (e0 + e1)), beta_[cu] = T(2 * e1 / (e0 + e1));
+            break;
+          }
+          case laurel::Bound::sigmoid: {
+            const double sg = 1 / (1 + std::exp(-w0));
+            alpha_[cu] = T(sg), beta_[cu] = T(1 - sg);
+            break;
+          }
+          case laurel::Bound::two_sigmoids:
+            alpha_[cu] = T(2 / (1 + std::exp(-w0))), beta_[cu] = T(2 / (1 + std::exp(-double(w_[dc + c]))));
+            break;
+        }
+      }
+    }
+  }
+
+  // dL/dw from g_α = <G, f(x)>, g_β = <G, S> through the bounding (spec "Backward").
+  void chain_rule(const std::vector<double>& ga, const std::vector<double>& gb) {
+    const index_t dc = coef_width();
+    for (index_t c = 0; c < dc; ++c) {
+      const auto cu = static_cast<std::size_t>(c);
+      const double a = double(alpha_[cu]), b = double(beta_[cu]);
+      switch (o_.bound) {
+        case laurel::Bound::softmax: {
+          const double d = 2 * (a / 2) * (b / 2) * (ga[cu] - gb[cu]);
+          dw_[c] += T(d), dw_[dc + c] -= T(d);
+          break;
+        }
+        case laurel::Bound::sigmoid: dw_[c] += T(a * (1 - a) * (ga[cu] - gb[cu])); break;
+        case laurel::Bound::two_sigmoids:
+          dw_[c] += T(a * (1 - a / 2) * ga[cu]), dw_[dc + c] += T(b * (1 - b / 2) * gb[cu]);
+          break;
+      }
+    }
+  }
+
+  // B scaled by coef·β per column: y += U (B diag(coef·β)).
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> scaled(const Tensor<T>& B, T coef) const {
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> Bs = as_matrix(B.cview());
+    for (index_t c = 0; c < D_; ++c) Bs.col(c) *= coef * beta_[static_cast<std::size_t>(coef_width() > 1 ? c : 0)];
+    return Bs;
+  }
+
+  static auto as_matrix(ConstView<T> v) {
+    return Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v.data(), v.dim(0), v.dim(1));
+  }
+  static auto as_matrix(View<T> v) {
+    return Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v.data(), v.dim(0), v.dim(1));
+  }
+
+  // y += coef·β ⊙ (s A) B, keeping U = s A for the backward.
+  void low_rank_forward(const ChannelGeometry& g, const T* s, T* y, Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& U,
+                        const Tensor<T>& A, const Tensor<T>& B, T coef) const {
+    U.resize(g.rows(), A.dim(1));
+    const auto Am = as_matrix(A.cview());
+    const auto Bs = scaled(B, coef);
+    for_each_row_block(
+        g,
+        [&](index_t r0, int, auto X, auto Y) {
+          auto Ub = U.middleRows(r0, X.rows());
+          Ub.noalias() = X * Am;
+          Y.noalias() += Ub * Bs;
+        },
+        s, y);
+  }
+
+  // Gradients of y += coef·U (B diag β), U = s A (spec "Backward", LR and PA rows):
+  // with P = G (B diag(coef·β))ᵀ and M = Uᵀ G,
+  //   dB += coef·M diag β,  dA += sᵀ P,  ds += P Aᵀ,
+  //   g_β[c] += coef·Σ_k B[k,c] M[k,c]  and  (dgamma) += Σ_c β_c Σ_k B[k,c] M[k,c].
+  void low_rank_backward(const ChannelGeometry& g, const T* G, const T* s, T* ds,
+                         const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& U, const Tensor<T>& A, const Tensor<T>& B,
+                         Tensor<T>& dA, Tensor<T>& dB, T coef, std::vector<double>& gb, double* dgamma) {
+    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+    const index_t r = A.dim(1);
+    const auto Am = as_matrix(A.cview());
+    const Mat Bs = scaled(B, coef);
+    const int nt = g.dense() ? 1 : num_threads();
+    // Thread-private partial sums of M and dA (one per image thread).
+    std::vector<Mat> M(static_cast<std::size_t>(nt), Mat::Zero(r, D_)), dAp(static_cast<std::size_t>(nt), Mat::Zero(D_, r));
+    for_each_row_block(
+        g,
+        [&](index_t r0, int t, auto Gb, auto X, auto DS) {
+          const auto tu = static_cast<std::size_t>(t);
+          const Mat P = Gb * Bs.transpose();
+          M[tu].noalias() += U.middleRows(r0, Gb.rows()).transpose() * Gb;
+          dAp[tu].noalias() += X.transpose() * P;
+          DS.noalias() += P * Am.transpose();
+        },
+        G, s, ds);
+    for (int t = 1; t < nt; ++t) M[0] += M[static_cast<std::size_t>(t)], dAp[0] += dAp[static_cast<std::size_t>(t)];
+    as_matrix(dA.view()) += dAp[0];
+    auto dBm = as_matrix(dB.view());
+    const auto Bm = as_matrix(B.cview());
+    for (index_t c = 0; c < D_; ++c) {
+      const double bc = double(beta_[static_cast<std::size_t>(coef_width() > 1 ? c : 0)]);
+      double t = 0;
+      for (index_t k = 0; k < r; ++k) {
+        dBm(k, c) += T(double(coef) * bc) * M[0](k, c);
+        t += double(Bm(k, c)) * double(M[0](k, c));
+      }
+      gb[static_cast<std::size_t>(coef_width() > 1 ? c : 0)] += double(coef) * t;
+      if (dgamma) *dgamma += bc * t;
+    }
+  }
+
+  void run(ConstView<T> x, View<T> y, Cache& c, bool train) {
+    require_contiguous(x, "Laurel", "x");
+    const Shape ys = output_shape(x.shape());
+    require_shape(y, ys, "Laurel", "y");
+    const ChannelGeometry g = ChannelGeometry::of(ys, "Laurel", "y");
+    c.x_shape = x.shape();
+
+    // The stream s: x, or the projection shortcut's output.
+    if constexpr (identity_shortcut) {
+      c.stream = x;
+    } else {
+      c.own_stream.resize(ys);
+      if (train) s_.forward(x, c.own_stream.view());
+      else s_.infer(x, c.own_stream.view());
+      c.stream = c.own_stream.cview();
+    }
+    if constexpr (V::pa) {
+      (train ? slot_.train : slot_.infer) = c.stream;
+      if (train) {
+        slot_.grad.resize(ys);
+        fill_zero(slot_.grad.data(), slot_.grad.size());
+      }
+      c.npred = static_cast<index_t>(linked_.size());
+      c.preds.clear();
+      c.pred_slots = linked_;
+      for (StreamSlot<T>* p : linked_) {
+        const ConstView<T> v = train ? p->train : p->infer;
+        require<shape_error>(v.shape() == ys, "Laurel", "earlier stream x_{i-j} shape", ys, v.shape());
+        c.preds.push_back(v);
+      }
+    }
+    update_coefficients();
+
+    // f(x): into y directly, or into F when RW needs it again for g_α.
+    View<T> fo = y;
+    if constexpr (V::rw) {
+      c.fx.resize(ys);
+      fo = c.fx.view();
+    }
+    if (train) f_.forward(x, fo);
+    else f_.infer(x, fo);
+
+    // y = α F + β (s + Σ_j γ_j s_{i-j}) for identity h, in one pass.
+    const bool id_h = V::pa && !low_rank_history();
+    const index_t nid = id_h ? c.npred : 0;
+    const ChannelChunks chunks{g, per_channel()};
+    chunks.each([&](index_t k) {
+      chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
+        constexpr int St = decltype(step)::value;
+        const T* a = alpha_.data() + (per_channel() ? ch : 0);
+        const T* b = beta_.data() + (per_channel() ? ch : 0);
+        const T* Ss = c.stream.data() + off;
+        T* Ys = y.data() + off;
+        if constexpr (V::rw) {
+          const T* Fs = c.fx.data() + off;
+          for (index_t i = 0; i < len; ++i) Ys[i] = a[i * St] * Fs[i] + b[i * St] * Ss[i];
+        } else {
+          for (index_t i = 0; i < len; ++i) Ys[i] += Ss[i];
+        }
+        for (index_t j = 0; j < nid; ++j) {
+          const T* P = c.preds[static_cast<std::size_t>(j)].data() + off;
+          const T gj = gamma_[j];
+          for (index_t i = 0; i < len; ++i) Ys[i] += b[i * St] * gj * P[i];
+        }
+      });
+    });
+
+    if constexpr (V::lr) low_rank_forward(g, c.stream.data(), y.data(), c.U, A_, B_, T(1));
+    if constexpr (V::pa) {
+      if (low_rank_history()) {
+        c.Uh.resize(static_cast<std::size_t>(c.npred));
+        for (index_t j = 0; j < c.npred; ++j) {
+          const auto ju = static_cast<std::size_t>(j);
+          low_rank_forward(g, c.preds[ju].data(), y.data(), c.Uh[ju], Ah_[ju], Bh_[ju], gamma_[j]);
+        }
+      }
+    }
+  }
+
+  F f_;
+  S s_;
+  index_t D_;
+  laurel::Options o_;
+  std::string f_name_ = "f.", s_name_ = "shortcut.", l_name_ = "laurel.";
+  Tensor<T> w_, dw_, A_, dA_, B_, dB_, gamma_, dgamma_;
+  std::vector<Tensor<T>> Ah_, dAh_, Bh_, dBh_;
+  std::vector<T> alpha_, beta_;
+  Cache train_, infer_;
+  Tensor<T> dF_, ds_;
+  StreamSlot<T> slot_;
+  std::vector<StreamSlot<T>*> linked_;
+};
+
+}  // namespace lamina
