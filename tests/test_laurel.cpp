@@ -7,6 +7,7 @@
 #include "lamina/models/laurel_resnet.hpp"
 #include "lamina/modules/activation.hpp"
 #include "lamina/modules/conv2d.hpp"
+#include "lamina/modules/gemma_laurel.hpp"
 #include "lamina/modules/laurel.hpp"
 #include "lamina/modules/linear.hpp"
 #include "support/golden.hpp"
@@ -396,4 +397,44 @@ TEST_CASE("LAUREL rejects bad hyper-parameters and shapes with clear errors", "[
   CHECK_THROWS_WITH(L.forward(x8.cview(), y8.view()), Catch::Contains("earlier stream x_{i-j} shape: expected [3, 8], got [4, 8]"));
   Tensor<double> v(Shape{8});
   CHECK_THROWS_AS(L.forward(v.cview(), v.view()), shape_error);
+}
+
+TEST_CASE("RMSNorm and the Gemma 3n normalised LR block pass the gradient check", "[laurel][gemma][gradcheck]") {
+  Rng rng(20);
+  RMSNorm<double> norm(6);
+  randomise_added(norm, 1);  // no added parameters: stays at the ones gain
+  for (auto& v : norm.weight().span()) v = rng.uniform(0.5, 1.5);
+  auto x = gradcheck::random_tensor({4, 6}, 9);
+  gradcheck::check(norm, x);
+
+  GemmaLaurel<Linear<double>> block(Linear<double>(6, 6, rng), 6, 2, rng);
+  gradcheck::check(block, x);
+  // L, R and the LR branch's norm gain are the added parameters: 2rD + D.
+  CHECK(parameter_count(block).added == 2 * 2 * 6 + 6);
+
+  // h = (x + post_norm(inner(u)) + u + RMSNorm_w((u L) R)) / sqrt 2, by hand.
+  Tensor<double> y(Shape{4, 6});
+  block.infer(x.cview(), y.view());
+  auto rms = [](const double* v, index_t D, index_t d) {
+    double ss = 0;
+    for (index_t i = 0; i < D; ++i) ss += v[i] * v[i];
+    return v[d] / std::sqrt(ss / double(D) + 1e-6);
+  };
+  for (index_t n = 0; n < 4; ++n) {
+    std::vector<double> u(6), a(6), v(6, 0.0), t(2, 0.0);
+    for (index_t d = 0; d < 6; ++d) u[std::size_t(d)] = rms(x.data() + n * 6, 6, d);
+    Tensor<double> ut(Shape{1, 6}), at(Shape{1, 6});
+    std::copy(u.begin(), u.end(), ut.data());
+    block.inner().infer(ut.cview(), at.view());
+    for (index_t k = 0; k < 2; ++k)
+      for (index_t d = 0; d < 6; ++d) t[std::size_t(k)] += u[std::size_t(d)] * block.low_rank().A()[d * 2 + k];
+    for (index_t d = 0; d < 6; ++d)
+      for (index_t k = 0; k < 2; ++k) v[std::size_t(d)] += t[std::size_t(k)] * block.low_rank().B()[k * 6 + d];
+    for (index_t d = 0; d < 6; ++d) {
+      const double h = (x[n * 6 + d] + rms(at.data(), 6, d) + u[std::size_t(d)] + rms(v.data(), 6, d)) / std::sqrt(2.0);
+      CHECK(y[n * 6 + d] == Approx(h).margin(1e-12));
+    }
+  }
+  Tensor<double> bad(Shape{4, 5}), ybad(Shape{4, 5});
+  CHECK_THROWS_WITH(block.forward(bad.cview(), ybad.view()), Catch::Contains("GemmaLaurel: x shape: expected [N, 6], got [4, 5]"));
 }

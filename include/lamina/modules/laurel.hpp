@@ -23,6 +23,7 @@
 #include "lamina/core/init.hpp"
 #include "lamina/core/module.hpp"
 #include "lamina/core/sequential.hpp"
+#include "lamina/modules/low_rank.hpp"
 
 namespace lamina::laurel {
 
@@ -59,7 +60,6 @@ concept Variant = requires {
 /// sigmoid: α = σ(s), β = 1 − σ(s); two_sigmoids: α = 2σ(s_α), β = 2σ(s_β)
 /// (the factor 2 keeps α = β = 1 at init, as the softmax default does).
 enum class Bound { softmax, sigmoid, two_sigmoids };
-enum class AInit { column_orthogonal, xavier_uniform };
 /// h_j of PA: identity or low-rank A_j B_j; automatic = identity for PA,
 /// low-rank for RW+LR+PA (the spec's forms).
 enum class History { automatic, identity, low_rank };
@@ -72,15 +72,6 @@ struct Options {
   AInit a_init = AInit::column_orthogonal;
   History h = History::automatic;
 };
-
-/// Column-orthogonal init A[i, c] = 1/sqrt(r·D) if i mod r == c (spec "Initialisation").
-template <class T>
-void init_column_orthogonal(View<T> A) {
-  const index_t D = A.dim(0), r = A.dim(1);
-  const T v = T(1.0 / std::sqrt(double(r * D)));
-  for (index_t i = 0; i < D; ++i)
-    for (index_t c = 0; c < r; ++c) A(i, c) = (i % r == c) ? v : T(0);
-}
 
 }  // namespace lamina::laurel
 
@@ -117,24 +108,14 @@ class Laurel {
     }
     alpha_.assign(static_cast<std::size_t>(dc), T(1));
     beta_.assign(static_cast<std::size_t>(dc), T(1));
-    auto init_pair = [&](Tensor<T>& A, Tensor<T>& dA, Tensor<T>& B, Tensor<T>& dB) {
-      A = Tensor<T>(Shape{D, o.rank});
-      dA = Tensor<T>(A.shape());
-      B = Tensor<T>(Shape{o.rank, D});  // B = 0 (spec: as in LoRA)
-      dB = Tensor<T>(B.shape());
-      if (o.a_init == laurel::AInit::xavier_uniform) init::xavier_uniform(A.view(), rng);
-      else laurel::init_column_orthogonal(A.view());
-    };
-    if constexpr (V::lr) init_pair(A_, dA_, B_, dB_);
+    if constexpr (V::lr) lr_ = laurel::LowRank<T>(D, o.rank, o.a_init, rng);
     if constexpr (V::pa) {
       const index_t k = o.history;
       // identity h: γ = 0; low-rank h: γ = 1 and B_j = 0 (never both zero).
       gamma_ = Tensor<T>(Shape{k}, low_rank_history() ? T(1) : T(0));
       dgamma_ = Tensor<T>(Shape{k});
-      if (low_rank_history()) {
-        Ah_.resize(k), dAh_.resize(k), Bh_.resize(k), dBh_.resize(k);
-        for (index_t j = 0; j < k; ++j) init_pair(Ah_[j], dAh_[j], Bh_[j], dBh_[j]);
-      }
+      if (low_rank_history())
+        for (index_t j = 0; j < k; ++j) h_.emplace_back(D, o.rank, o.a_init, rng);
     }
     update_coefficients();
   }
@@ -155,11 +136,11 @@ class Laurel {
   const std::vector<T>& alpha() noexcept { return update_coefficients(), alpha_; }
   const std::vector<T>& beta() noexcept { return update_coefficients(), beta_; }
   Tensor<T>& w() noexcept requires V::rw { return w_; }
-  Tensor<T>& A() noexcept requires V::lr { return A_; }
-  Tensor<T>& B() noexcept requires V::lr { return B_; }
+  Tensor<T>& A() noexcept requires V::lr { return lr_.A(); }
+  Tensor<T>& B() noexcept requires V::lr { return lr_.B(); }
   Tensor<T>& gamma() noexcept requires V::pa { return gamma_; }
-  Tensor<T>& A_history(index_t j) requires V::pa { return Ah_.at(static_cast<std::size_t>(j - 1)); }  ///< A_j, j = 1..k
-  Tensor<T>& B_history(index_t j) requires V::pa { return Bh_.at(static_cast<std::size_t>(j - 1)); }  ///< B_j, j = 1..k
+  Tensor<T>& A_history(index_t j) requires V::pa { return h_.at(static_cast<std::size_t>(j - 1)).A(); }  ///< A_j, j = 1..k
+  Tensor<T>& B_history(index_t j) requires V::pa { return h_.at(static_cast<std::size_t>(j - 1)).B(); }  ///< B_j, j = 1..k
 
   Shape output_shape(const Shape& in) const {
     const Shape a = f_.output_shape(in), b = s_.output_shape(in);
@@ -277,16 +258,23 @@ class Laurel {
     }
 
     // Low-rank terms: y += U (B diag β) with U = s A; their gradients in GEMMs.
+    // g_β[c] += coef·<G, U B>[c] and dγ_j = Σ_c β_c <G, U_j B_j>[c] (spec "Backward").
     if constexpr (V::lr) {
-      low_rank_backward(g, G, c.stream.data(), ds.data(), c.U, A_, B_, dA_, dB_, T(1), gb, nullptr);
+      const std::vector<double> t = lr_.backward(g, G, c.stream.data(), ds.data(), beta_.data(), per_channel(), c.U);
+      for (index_t ch = 0; ch < D_; ++ch) gb[static_cast<std::size_t>(per_channel() ? ch : 0)] += t[static_cast<std::size_t>(ch)];
     }
     if constexpr (V::pa) {
       if (low_rank_history())
         for (index_t j = 0; j < np; ++j) {
           const auto ju = static_cast<std::size_t>(j);
+          const std::vector<T> sc = scale(gamma_[j]);
+          const std::vector<double> t =
+              h_[ju].backward(g, G, c.preds[ju].data(), c.pred_slots[ju]->grad.data(), sc.data(), per_channel(), c.Uh[ju]);
           double dg = 0;
-          low_rank_backward(g, G, c.preds[ju].data(), c.pred_slots[ju]->grad.data(), c.Uh[ju], Ah_[ju], Bh_[ju], dAh_[ju],
-                            dBh_[ju], gamma_[j], gb, &dg);
+          for (index_t ch = 0; ch < D_; ++ch) {
+            dg += beta_at(ch) * t[static_cast<std::size_t>(ch)];
+            gb[static_cast<std::size_t>(per_channel() ? ch : 0)] += double(gamma_[j]) * t[static_cast<std::size_t>(ch)];
+          }
           dgamma_[j] += T(dg);
         }
     }
@@ -306,14 +294,14 @@ class Laurel {
     // α, β (w) and γ are excluded from weight decay; A, B are not (spec "Initialisation").
     if constexpr (V::rw) fn(ParamRef<T>{p + "w", w_.view(), dw_.view(), false, true, true});
     if constexpr (V::lr) {
-      fn(ParamRef<T>{p + "A", A_.view(), dA_.view(), true, true, true});
-      fn(ParamRef<T>{p + "B", B_.view(), dB_.view(), true, true, true});
+      fn(ParamRef<T>{p + "A", lr_.A().view(), lr_.dA().view(), true, true, true});
+      fn(ParamRef<T>{p + "B", lr_.B().view(), lr_.dB().view(), true, true, true});
     }
     if constexpr (V::pa) {
       fn(ParamRef<T>{p + "gamma", gamma_.view(), dgamma_.view(), false, true, true});
-      for (std::size_t j = 0; j < Ah_.size(); ++j) {
-        fn(ParamRef<T>{p + "A" + std::to_string(j + 1), Ah_[j].view(), dAh_[j].view(), true, true, true});
-        fn(ParamRef<T>{p + "B" + std::to_string(j + 1), Bh_[j].view(), dBh_[j].view(), true, true, true});
+      for (std::size_t j = 0; j < h_.size(); ++j) {
+        fn(ParamRef<T>{p + "A" + std::to_string(j + 1), h_[j].A().view(), h_[j].dA().view(), true, true, true});
+        fn(ParamRef<T>{p + "B" + std::to_string(j + 1), h_[j].B().view(), h_[j].dB().view(), true, true, true});
       }
     }
   }
@@ -398,74 +386,11 @@ class Laurel {
     }
   }
 
-  // B scaled by coef·β per column: y += U (B diag(coef·β)).
-  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> scaled(const Tensor<T>& B, T coef) const {
-    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> Bs = as_matrix(B.cview());
-    for (index_t c = 0; c < D_; ++c) Bs.col(c) *= coef * beta_[static_cast<std::size_t>(coef_width() > 1 ? c : 0)];
-    return Bs;
-  }
-
-  static auto as_matrix(ConstView<T> v) {
-    return Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v.data(), v.dim(0), v.dim(1));
-  }
-  static auto as_matrix(View<T> v) {
-    return Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v.data(), v.dim(0), v.dim(1));
-  }
-
-  // y += coef·β ⊙ (s A) B, keeping U = s A for the backward.
-  void low_rank_forward(const ChannelGeometry& g, const T* s, T* y, Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& U,
-                        const Tensor<T>& A, const Tensor<T>& B, T coef) const {
-    U.resize(g.rows(), A.dim(1));
-    const auto Am = as_matrix(A.cview());
-    const auto Bs = scaled(B, coef);
-    for_each_row_block(
-        g,
-        [&](index_t r0, int, auto X, auto Y) {
-          auto Ub = U.middleRows(r0, X.rows());
-          Ub.noalias() = X * Am;
-          Y.noalias() += Ub * Bs;
-        },
-        s, y);
-  }
-
-  // Gradients of y += coef·U (B diag β), U = s A (spec "Backward", LR and PA rows):
-  // with P = G (B diag(coef·β))ᵀ and M = Uᵀ G,
-  //   dB += coef·M diag β,  dA += sᵀ P,  ds += P Aᵀ,
-  //   g_β[c] += coef·Σ_k B[k,c] M[k,c]  and  (dgamma) += Σ_c β_c Σ_k B[k,c] M[k,c].
-  void low_rank_backward(const ChannelGeometry& g, const T* G, const T* s, T* ds,
-                         const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& U, const Tensor<T>& A, const Tensor<T>& B,
-                         Tensor<T>& dA, Tensor<T>& dB, T coef, std::vector<double>& gb, double* dgamma) {
-    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-    const index_t r = A.dim(1);
-    const auto Am = as_matrix(A.cview());
-    const Mat Bs = scaled(B, coef);
-    const int nt = g.dense() ? 1 : num_threads();
-    // Thread-private partial sums of M and dA (one per image thread).
-    std::vector<Mat> M(static_cast<std::size_t>(nt), Mat::Zero(r, D_)), dAp(static_cast<std::size_t>(nt), Mat::Zero(D_, r));
-    for_each_row_block(
-        g,
-        [&](index_t r0, int t, auto Gb, auto X, auto DS) {
-          const auto tu = static_cast<std::size_t>(t);
-          const Mat P = Gb * Bs.transpose();
-          M[tu].noalias() += U.middleRows(r0, Gb.rows()).transpose() * Gb;
-          dAp[tu].noalias() += X.transpose() * P;
-          DS.noalias() += P * Am.transpose();
-        },
-        G, s, ds);
-    for (int t = 1; t < nt; ++t) M[0] += M[static_cast<std::size_t>(t)], dAp[0] += dAp[static_cast<std::size_t>(t)];
-    as_matrix(dA.view()) += dAp[0];
-    auto dBm = as_matrix(dB.view());
-    const auto Bm = as_matrix(B.cview());
-    for (index_t c = 0; c < D_; ++c) {
-      const double bc = double(beta_[static_cast<std::size_t>(coef_width() > 1 ? c : 0)]);
-      double t = 0;
-      for (index_t k = 0; k < r; ++k) {
-        dBm(k, c) += T(double(coef) * bc) * M[0](k, c);
-        t += double(Bm(k, c)) * double(M[0](k, c));
-      }
-      gb[static_cast<std::size_t>(coef_width() > 1 ? c : 0)] += double(coef) * t;
-      if (dgamma) *dgamma += bc * t;
-    }
+  // coef·β per column (one value unless per-channel).
+  std::vector<T> scale(T coef) const {
+    std::vector<T> sc(beta_);
+    for (T& v : sc) v *= coef;
+    return sc;
   }
 
   void run(ConstView<T> x, View<T> y, Cache& c, bool train) {
@@ -535,13 +460,14 @@ class Laurel {
       });
     });
 
-    if constexpr (V::lr) low_rank_forward(g, c.stream.data(), y.data(), c.U, A_, B_, T(1));
+    if constexpr (V::lr) lr_.forward(g, c.stream.data(), y.data(), beta_.data(), per_channel(), c.U);
     if constexpr (V::pa) {
       if (low_rank_history()) {
         c.Uh.resize(static_cast<std::size_t>(c.npred));
         for (index_t j = 0; j < c.npred; ++j) {
           const auto ju = static_cast<std::size_t>(j);
-          low_rank_forward(g, c.preds[ju].data(), y.data(), c.Uh[ju], Ah_[ju], Bh_[ju], gamma_[j]);
+          const std::vector<T> sc = scale(gamma_[j]);
+          h_[ju].forward(g, c.preds[ju].data(), y.data(), sc.data(), per_channel(), c.Uh[ju]);
         }
       }
     }
@@ -552,8 +478,9 @@ class Laurel {
   index_t D_;
   laurel::Options o_;
   std::string f_name_ = "f.", s_name_ = "shortcut.", l_name_ = "laurel.";
-  Tensor<T> w_, dw_, A_, dA_, B_, dB_, gamma_, dgamma_;
-  std::vector<Tensor<T>> Ah_, dAh_, Bh_, dBh_;
+  Tensor<T> w_, dw_, gamma_, dgamma_;
+  laurel::LowRank<T> lr_;             // A, B (LR variants)
+  std::vector<laurel::LowRank<T>> h_;  // A_j, B_j (low-rank h of PA)
   std::vector<T> alpha_, beta_;
   Cache train_, infer_;
   Tensor<T> dF_, ds_;

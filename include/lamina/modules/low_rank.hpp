@@ -1,0 +1,117 @@
+#pragma once
+// The low-rank term of LAUREL (spec/laurel.md "LR", "Backward", "Cost"):
+//   y += (s A) (B diag(scale)),   A: D×r (down), B: r×D (up),
+// on a stream s read in place (core/channels.hpp). Two skinny GEMMs forward
+// (4·N·D·r FLOPs), four backward; the D×D product A B is never formed.
+#include <Eigen/Core>
+
+#include <cmath>
+#include <vector>
+
+#include "lamina/core/channels.hpp"
+#include "lamina/core/init.hpp"
+#include "lamina/core/module.hpp"
+
+namespace lamina::laurel {
+
+enum class AInit { column_orthogonal, xavier_uniform };
+
+/// Column-orthogonal init A[i, c] = 1/sqrt(r·D) if i mod r == c (spec "Initialisation").
+template <class T>
+void init_column_orthogonal(View<T> A) {
+  const index_t D = A.dim(0), r = A.dim(1);
+  const T v = T(1.0 / std::sqrt(double(r * D)));
+  for (index_t i = 0; i < D; ++i)
+    for (index_t c = 0; c < r; ++c) A(i, c) = (i % r == c) ? v : T(0);
+}
+
+template <class T>
+class LowRank {
+ public:
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+
+  LowRank() = default;
+  /// B starts at zero (as in LoRA), A column-orthogonal or Xavier-uniform.
+  LowRank(index_t D, index_t r, AInit init, Rng& rng)
+      : A_(Shape{D, r}), dA_(Shape{D, r}), B_(Shape{r, D}), dB_(Shape{r, D}) {
+    if (init == AInit::xavier_uniform) init::xavier_uniform(A_.view(), rng);
+    else init_column_orthogonal(A_.view());
+  }
+  index_t width() const noexcept { return A_.dim(0); }
+  index_t rank() const noexcept { return A_.dim(1); }
+  Tensor<T>& A() noexcept { return A_; }
+  Tensor<T>& B() noexcept { return B_; }
+  Tensor<T>& dA() noexcept { return dA_; }
+  Tensor<T>& dB() noexcept { return dB_; }
+
+  /// y += (s A)(B diag(scale)), keeping U = s A. scale has D entries, or one
+  /// shared by every column when per_column is false.
+  void forward(const ChannelGeometry& g, const T* s, T* y, const T* scale, bool per_column, Mat& U) const {
+    U.resize(g.rows(), rank());
+    const auto Am = matrix(A_.cview());
+    const Mat Bs = scaled(scale, per_column);
+    for_each_row_block(
+        g,
+        [&](index_t r0, int, auto X, auto Y) {
+          auto Ub = U.middleRows(r0, X.rows());
+          Ub.noalias() = X * Am;
+          Y.noalias() += Ub * Bs;
+        },
+        s, y);
+  }
+
+  /// With P = G (B diag scale)ᵀ and M = Uᵀ G: dB += M diag(scale), dA += sᵀ P,
+  /// ds += P Aᵀ; returns t[c] = Σ_k B[k,c] M[k,c], from which the caller forms
+  /// the gradients of the scale (<G, U B> per column).
+  std::vector<double> backward(const ChannelGeometry& g, const T* G, const T* s, T* ds, const T* scale, bool per_column,
+                               const Mat& U) {
+    const index_t r = rank(), D = width();
+    const auto Am = matrix(A_.cview());
+    const Mat Bs = scaled(scale, per_column);
+    const int nt = g.dense() ? 1 : num_threads();
+    // Thread-private partial sums of M and dA (images run in parallel).
+    std::vector<Mat> M(static_cast<std::size_t>(nt), Mat::Zero(r, D)), dAp(static_cast<std::size_t>(nt), Mat::Zero(D, r));
+    for_each_row_block(
+        g,
+        [&](index_t r0, int t, auto Gb, auto X, auto DS) {
+          const auto tu = static_cast<std::size_t>(t);
+          const Mat P = Gb * Bs.transpose();
+          M[tu].noalias() += U.middleRows(r0, Gb.rows()).transpose() * Gb;
+          dAp[tu].noalias() += X.transpose() * P;
+          DS.noalias() += P * Am.transpose();
+        },
+        G, s, ds);
+    for (int t = 1; t < nt; ++t) M[0] += M[static_cast<std::size_t>(t)], dAp[0] += dAp[static_cast<std::size_t>(t)];
+    matrix(dA_.view()) += dAp[0];
+    auto dBm = matrix(dB_.view());
+    const auto Bm = matrix(B_.cview());
+    std::vector<double> tsum(static_cast<std::size_t>(D));
+    for (index_t c = 0; c < D; ++c) {
+      const T sc = scale[per_column ? c : 0];
+      double acc = 0;
+      for (index_t k = 0; k < r; ++k) {
+        dBm(k, c) += sc * M[0](k, c);
+        acc += double(Bm(k, c)) * double(M[0](k, c));
+      }
+      tsum[static_cast<std::size_t>(c)] = acc;
+    }
+    return tsum;
+  }
+
+ private:
+  static auto matrix(ConstView<T> v) {
+    return Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v.data(), v.dim(0), v.dim(1));
+  }
+  static auto matrix(View<T> v) {
+    return Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v.data(), v.dim(0), v.dim(1));
+  }
+  Mat scaled(const T* scale, bool per_column) const {
+    Mat Bs = matrix(B_.cview());
+    for (index_t c = 0; c < Bs.cols(); ++c) Bs.col(c) *= scale[per_column ? c : 0];
+    return Bs;
+  }
+
+  Tensor<T> A_, dA_, B_, dB_;
+};
+
+}  // namespace lamina::laurel
