@@ -281,7 +281,9 @@ TEST_CASE("LAUREL image blocks with projection shortcuts pass the gradient check
 }
 
 TEST_CASE("LAUREL reads NCHW images in place: same result as the dense rows", "[laurel]") {
-  const index_t B = 2, C = 5, H = 3, W = 2, HW = H * W;
+  // The large case has enough elements for the threaded per-image path.
+  const auto dims = GENERATE(std::array<index_t, 4>{2, 5, 3, 2}, std::array<index_t, 4>{8, 16, 24, 24});
+  const index_t B = dims[0], C = dims[1], H = dims[2], W = dims[3], HW = H * W;
   laurel::Options o;
   o.rank = 2, o.history = 1, o.per_channel = true;
   Rng rng(16);
@@ -312,14 +314,14 @@ TEST_CASE("LAUREL reads NCHW images in place: same result as the dense rows", "[
   auto a = run(img, x, xp, G), b = run(dense, rows(x), rows(xp), rows(G));
   for (int t = 0; t < 3; ++t) {
     const Tensor<double> ar = rows(a[static_cast<std::size_t>(t)]);
-    for (index_t i = 0; i < ar.size(); ++i) REQUIRE(ar[i] == Approx(b[static_cast<std::size_t>(t)][i]).margin(1e-13));
+    for (index_t i = 0; i < ar.size(); ++i) REQUIRE(ar[i] == Approx(b[static_cast<std::size_t>(t)][i]).margin(1e-12));
   }
   std::vector<Tensor<double>> ga, gb;
   visit_parameters(img, [&](const ParamRef<double>& p) { ga.push_back(Tensor<double>::copy_of(p.grad)); });
   visit_parameters(dense, [&](const ParamRef<double>& p) { gb.push_back(Tensor<double>::copy_of(p.grad)); });
   REQUIRE(ga.size() == gb.size());
   for (std::size_t k = 0; k < ga.size(); ++k)
-    for (index_t i = 0; i < ga[k].size(); ++i) REQUIRE(ga[k][i] == Approx(gb[k][i]).margin(1e-12));
+    for (index_t i = 0; i < ga[k].size(); ++i) REQUIRE(ga[k][i] == Approx(gb[k][i]).epsilon(1e-11).margin(1e-11));
 }
 
 TEST_CASE("LAUREL infer() equals forward() in a PA stage", "[laurel]") {
@@ -437,4 +439,19 @@ TEST_CASE("RMSNorm and the Gemma 3n normalised LR block pass the gradient check"
   }
   Tensor<double> bad(Shape{4, 5}), ybad(Shape{4, 5});
   CHECK_THROWS_WITH(block.forward(bad.cview(), ybad.view()), Catch::Contains("GemmaLaurel: x shape: expected [N, 6], got [4, 5]"));
+}
+
+TEST_CASE("The README's LAUREL snippet compiles and runs", "[laurel]") {
+  Rng rng(21);
+  laurel::Options o;  o.rank = 4;  o.history = 2;
+  Stage<Laurel<Sequential<Linear<float>, Tanh<float>>, laurel::RW_LR_PA>> stack;
+  for (int i = 0; i < 4; ++i)
+    stack.push_back({Sequential(Linear<float>(16, 16, rng), Tanh<float>{}), 16, o, rng});
+  auto net = make_laurel_resnet<float, laurel::RW_LR>({}, o, rng);
+  ParameterCount pc = parameter_count(net);
+  CHECK(pc.added > 0);
+  Tensor<float> x(Shape{3, 16}, 0.5f), y(Shape{3, 16}), dx(Shape{3, 16});
+  stack.forward(x.cview(), y.view());
+  stack.backward(y.cview(), dx.view());
+  CHECK(std::isfinite(dx[0]));
 }

@@ -69,7 +69,8 @@ void for_each_row_block(const ChannelGeometry& g, Fn&& fn, P*... streams) {
 /// for each of its contiguous segments: step 0 means every element of the
 /// segment has channel `channel`; step 1 means element i has channel
 /// `channel + i` (a dense row). With per_channel == false everything is
-/// channel 0 and the segments are plain slices of the flat tensor.
+/// channel 0 and the segments are plain slices of the flat tensor. An empty
+/// stream has no chunk.
 struct ChannelChunks {
   ChannelGeometry g;
   bool per_channel;
@@ -77,17 +78,23 @@ struct ChannelChunks {
   static constexpr index_t flat_chunk = index_t(1) << 15;
   static constexpr index_t dense_rows_per_chunk = 64;
 
+  /// Dense rows: flat slices (or groups of rows per channel). Images: one
+  /// chunk per image, so a caller can finish an image's channel-mixing work
+  /// while the image is still in cache.
   index_t count() const noexcept {
-    if (!per_channel) return std::max<index_t>(1, (g.size() + flat_chunk - 1) / flat_chunk);
-    if (g.dense()) return std::max<index_t>(1, (g.outer + dense_rows_per_chunk - 1) / dense_rows_per_chunk);
-    return std::max<index_t>(1, g.outer);
+    if (g.size() == 0) return 0;
+    if (!g.dense()) return g.outer;
+    if (!per_channel) return (g.size() + flat_chunk - 1) / flat_chunk;
+    return (g.outer + dense_rows_per_chunk - 1) / dense_rows_per_chunk;
   }
   /// Accumulator slots per chunk and reduced quantity: 1, or D per channel.
   index_t width() const noexcept { return per_channel ? g.D : 1; }
 
   template <class Seg>
   void run_chunk(index_t k, Seg&& seg) const {
-    if (!per_channel) {
+    if (!g.dense() && !per_channel) {
+      seg(k * g.D * g.inner, g.D * g.inner, index_t(0), std::integral_constant<int, 0>{});
+    } else if (!per_channel) {
       const index_t first = k * flat_chunk;
       seg(first, std::min(flat_chunk, g.size() - first), index_t(0), std::integral_constant<int, 0>{});
     } else if (g.dense()) {

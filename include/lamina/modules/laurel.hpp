@@ -183,7 +183,7 @@ class Laurel {
     const index_t W = chunks.width();
     std::vector<T*> dpred(static_cast<std::size_t>(nid));
     for (index_t j = 0; j < nid; ++j) dpred[static_cast<std::size_t>(j)] = c.pred_slots[static_cast<std::size_t>(j)]->grad.data();
-    const std::vector<double> sums = chunks.reduce(nacc, [&](index_t k, double* acc) {
+    auto backward_elementwise = [&](index_t k, double* acc) {
       chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
         constexpr int St = decltype(step)::value;
         const T* a = alpha_.data() + (per_channel() ? ch : 0);
@@ -239,6 +239,25 @@ class Laurel {
           }
         }
       });
+    };
+    std::vector<Term> terms = low_rank_terms(c, g, ds.data());
+    using Mat = typename laurel::LowRank<T>::Mat;
+    const int nt = g.dense() ? 1 : num_threads();  // thread-private partial sums of M and dA
+    std::vector<std::vector<Mat>> Mp, dAp;
+    for (Term& t : terms) {
+      Mp.emplace_back(std::size_t(nt), Mat::Zero(t.lr->rank(), D_));
+      dAp.emplace_back(std::size_t(nt), Mat::Zero(D_, t.lr->rank()));
+    }
+    const std::vector<double> sums = chunks.reduce(nacc, [&](index_t k, double* acc) {
+      backward_elementwise(k, acc);
+      if (!g.dense()) {
+        const auto th = static_cast<std::size_t>(thread_id());
+        for (std::size_t ti = 0; ti < terms.size(); ++ti) {
+          Term& t = terms[ti];
+          t.lr->backward_block(rows_of<Eigen::ColMajor>(G, g, k), rows_of<Eigen::ColMajor>(t.src, g, k),
+                               rows_of<Eigen::ColMajor>(t.dsrc, g, k), *t.U, k * g.inner, t.Bs, Mp[ti][th], dAp[ti][th]);
+        }
+      }
     });
 
     std::vector<double> ga(static_cast<std::size_t>(W), 0.0), gb(static_cast<std::size_t>(W), 0.0);
@@ -257,26 +276,21 @@ class Laurel {
       dgamma_[j] += T(dg);
     }
 
-    // Low-rank terms: y += U (B diag β) with U = s A; their gradients in GEMMs.
-    // g_β[c] += coef·<G, U B>[c] and dγ_j = Σ_c β_c <G, U_j B_j>[c] (spec "Backward").
-    if constexpr (V::lr) {
-      const std::vector<double> t = lr_.backward(g, G, c.stream.data(), ds.data(), beta_.data(), per_channel(), c.U);
-      for (index_t ch = 0; ch < D_; ++ch) gb[static_cast<std::size_t>(per_channel() ? ch : 0)] += t[static_cast<std::size_t>(ch)];
-    }
-    if constexpr (V::pa) {
-      if (low_rank_history())
-        for (index_t j = 0; j < np; ++j) {
-          const auto ju = static_cast<std::size_t>(j);
-          const std::vector<T> sc = scale(gamma_[j]);
-          const std::vector<double> t =
-              h_[ju].backward(g, G, c.preds[ju].data(), c.pred_slots[ju]->grad.data(), sc.data(), per_channel(), c.Uh[ju]);
-          double dg = 0;
-          for (index_t ch = 0; ch < D_; ++ch) {
-            dg += beta_at(ch) * t[static_cast<std::size_t>(ch)];
-            gb[static_cast<std::size_t>(per_channel() ? ch : 0)] += double(gamma_[j]) * t[static_cast<std::size_t>(ch)];
-          }
-          dgamma_[j] += T(dg);
-        }
+    // Low-rank terms: their GEMMs for dense rows (images were done per image above),
+    // then g_β[c] += coef·<G, U B>[c] and dγ_j = Σ_c β_c <G, U_j B_j>[c] (spec "Backward").
+    for (std::size_t ti = 0; ti < terms.size(); ++ti) {
+      Term& t = terms[ti];
+      if (g.dense())
+        t.lr->backward_block(rows_of<Eigen::RowMajor>(G, g, 0), rows_of<Eigen::RowMajor>(t.src, g, 0),
+                             rows_of<Eigen::RowMajor>(t.dsrc, g, 0), *t.U, 0, t.Bs, Mp[ti][0], dAp[ti][0]);
+      for (int th = 1; th < nt; ++th) Mp[ti][0] += Mp[ti][std::size_t(th)], dAp[ti][0] += dAp[ti][std::size_t(th)];
+      const std::vector<double> tv = t.lr->finish_backward(Mp[ti][0], dAp[ti][0], t.scale.data(), per_channel());
+      double dg = 0;
+      for (index_t ch = 0; ch < D_; ++ch) {
+        dg += beta_at(ch) * tv[static_cast<std::size_t>(ch)];
+        gb[static_cast<std::size_t>(per_channel() ? ch : 0)] += double(t.coef) * tv[static_cast<std::size_t>(ch)];
+      }
+      if (ti > 0 || !V::lr) dgamma_[index_t(V::lr ? ti - 1 : ti)] += T(dg);
     }
 
     if constexpr (V::rw) chain_rule(ga, gb);
@@ -393,6 +407,75 @@ class Laurel {
     return sc;
   }
 
+  // y = α F + β (s + Σ_j γ_j s_{i-j}) (identity h) over chunk k, in one pass.
+  void run_elementwise_forward(const ChannelChunks& chunks, index_t k, Cache& c, View<T> y, index_t nid) const {
+    chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
+        constexpr int St = decltype(step)::value;
+        const T* a = alpha_.data() + (per_channel() ? ch : 0);
+        const T* b = beta_.data() + (per_channel() ? ch : 0);
+        const T* Ss = c.stream.data() + off;
+        T* Ys = y.data() + off;
+
+        if constexpr (V::rw) {
+          const T* Fs = c.fx.data() + off;
+          if constexpr (St == 0) {  // scalars held in registers (y may alias nothing, but the compiler cannot know)
+            const T av = a[0], bv = b[0];
+            for (index_t i = 0; i < len; ++i) Ys[i] = av * Fs[i] + bv * Ss[i];
+          } else {
+            for (index_t i = 0; i < len; ++i) Ys[i] = a[i] * Fs[i] + b[i] * Ss[i];
+          }
+        } else {
+          for (index_t i = 0; i < len; ++i) Ys[i] += Ss[i];
+        }
+        for (index_t j = 0; j < nid; ++j) {
+          const T* P = c.preds[static_cast<std::size_t>(j)].data() + off;
+          const T gj = gamma_[j], bg = b[0] * gj;
+          if constexpr (St == 0) {
+            for (index_t i = 0; i < len; ++i) Ys[i] += bg * P[i];
+          } else {
+            for (index_t i = 0; i < len; ++i) Ys[i] += b[i] * gj * P[i];
+          }
+        }
+    });
+  }
+
+  struct Term {  // one low-rank product of the connection
+    laurel::LowRank<T>* lr;
+    const T* src;  // the stream it reads
+    T* dsrc;       // that stream's gradient
+    typename laurel::LowRank<T>::Mat* U;
+    std::vector<T> scale;  // coef·β per column
+    typename laurel::LowRank<T>::Mat Bs;
+    T coef;
+  };
+  // The LR term (coef 1) and the low-rank h_j (coef γ_j) of the cached pass; U sized.
+  std::vector<Term> low_rank_terms(Cache& c, const ChannelGeometry& g, T* ds) {
+    std::vector<Term> terms;
+    auto add = [&](laurel::LowRank<T>& lr, const T* src, T* dsrc, typename laurel::LowRank<T>::Mat& U, T coef) {
+      Term t{&lr, src, dsrc, &U, scale(coef), {}, coef};
+      t.Bs = lr.scaled(t.scale.data(), per_channel());
+      if (U.rows() != g.rows() || U.cols() != lr.rank()) U.resize(g.rows(), lr.rank());
+      terms.push_back(std::move(t));
+    };
+    if constexpr (V::lr) add(lr_, c.stream.data(), ds, c.U, T(1));
+    if constexpr (V::pa) {
+      if (low_rank_history()) {
+        c.Uh.resize(static_cast<std::size_t>(c.npred));
+        for (index_t j = 0; j < c.npred; ++j) {
+          const auto ju = static_cast<std::size_t>(j);
+          add(h_[ju], c.preds[ju].data(), ds ? c.pred_slots[ju]->grad.data() : nullptr, c.Uh[ju], gamma_[j]);
+        }
+      }
+    }
+    return terms;
+  }
+  // Rows of block k of a stream as an Eigen map: all dense rows (k = 0), or image k.
+  template <int Order, class P>
+  static auto rows_of(P* p, const ChannelGeometry& g, index_t k) {
+    if constexpr (Order == Eigen::RowMajor) return detail::block_map<Order>(p, g.outer, g.D);
+    else return detail::block_map<Order>(p + k * g.D * g.inner, g.inner, g.D);
+  }
+
   void run(ConstView<T> x, View<T> y, Cache& c, bool train) {
     require_contiguous(x, "Laurel", "x");
     const Shape ys = output_shape(x.shape());
@@ -439,38 +522,18 @@ class Laurel {
     const bool id_h = V::pa && !low_rank_history();
     const index_t nid = id_h ? c.npred : 0;
     const ChannelChunks chunks{g, per_channel()};
+    // Low-rank terms y += (s A)(B diag β) and γ_j (s_{i-j} A_j)(B_j diag β): on
+    // images, each image right after its element-wise pass, while in cache.
+    std::vector<Term> terms = low_rank_terms(c, g, nullptr);
     chunks.each([&](index_t k) {
-      chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
-        constexpr int St = decltype(step)::value;
-        const T* a = alpha_.data() + (per_channel() ? ch : 0);
-        const T* b = beta_.data() + (per_channel() ? ch : 0);
-        const T* Ss = c.stream.data() + off;
-        T* Ys = y.data() + off;
-        if constexpr (V::rw) {
-          const T* Fs = c.fx.data() + off;
-          for (index_t i = 0; i < len; ++i) Ys[i] = a[i * St] * Fs[i] + b[i * St] * Ss[i];
-        } else {
-          for (index_t i = 0; i < len; ++i) Ys[i] += Ss[i];
-        }
-        for (index_t j = 0; j < nid; ++j) {
-          const T* P = c.preds[static_cast<std::size_t>(j)].data() + off;
-          const T gj = gamma_[j];
-          for (index_t i = 0; i < len; ++i) Ys[i] += b[i * St] * gj * P[i];
-        }
-      });
+      run_elementwise_forward(chunks, k, c, y, nid);
+      if (!g.dense())
+        for (Term& t : terms)
+          t.lr->forward_block(rows_of<Eigen::ColMajor>(t.src, g, k), rows_of<Eigen::ColMajor>(y.data(), g, k), *t.U, k * g.inner, t.Bs);
     });
 
-    if constexpr (V::lr) lr_.forward(g, c.stream.data(), y.data(), beta_.data(), per_channel(), c.U);
-    if constexpr (V::pa) {
-      if (low_rank_history()) {
-        c.Uh.resize(static_cast<std::size_t>(c.npred));
-        for (index_t j = 0; j < c.npred; ++j) {
-          const auto ju = static_cast<std::size_t>(j);
-          const std::vector<T> sc = scale(gamma_[j]);
-          h_[ju].forward(g, c.preds[ju].data(), y.data(), sc.data(), per_channel(), c.Uh[ju]);
-        }
-      }
-    }
+    if (g.dense())
+      for (Term& t : terms) t.lr->forward_block(rows_of<Eigen::RowMajor>(t.src, g, 0), rows_of<Eigen::RowMajor>(y.data(), g, 0), *t.U, 0, t.Bs);
   }
 
   F f_;

@@ -44,58 +44,74 @@ class LowRank {
   Tensor<T>& dA() noexcept { return dA_; }
   Tensor<T>& dB() noexcept { return dB_; }
 
-  /// y += (s A)(B diag(scale)), keeping U = s A. scale has D entries, or one
-  /// shared by every column when per_column is false.
-  void forward(const ChannelGeometry& g, const T* s, T* y, const T* scale, bool per_column, Mat& U) const {
-    U.resize(g.rows(), rank());
-    const auto Am = matrix(A_.cview());
-    const Mat Bs = scaled(scale, per_column);
-    for_each_row_block(
-        g,
-        [&](index_t r0, int, auto X, auto Y) {
-          auto Ub = U.middleRows(r0, X.rows());
-          Ub.noalias() = X * Am;
-          Y.noalias() += Ub * Bs;
-        },
-        s, y);
+  /// B diag(scale): scale has D entries, or one shared by every column when
+  /// per_column is false.
+  Mat scaled(const T* scale, bool per_column) const {
+    Mat Bs = matrix(B_.cview());
+    for (index_t c = 0; c < Bs.cols(); ++c) Bs.col(c) *= scale[per_column ? c : 0];
+    return Bs;
   }
 
-  /// With P = G (B diag scale)ᵀ and M = Uᵀ G: dB += M diag(scale), dA += sᵀ P,
-  /// ds += P Aᵀ; returns t[c] = Σ_k B[k,c] M[k,c], from which the caller forms
-  /// the gradients of the scale (<G, U B> per column).
-  std::vector<double> backward(const ChannelGeometry& g, const T* G, const T* s, T* ds, const T* scale, bool per_column,
-                               const Mat& U) {
+  // ---- one block of rows (an image, or all dense rows) ------------------------
+  /// Y += (X A) Bs, keeping U's rows [r0, r0 + X.rows()) = X A.
+  template <class Xm, class Ym>
+  void forward_block(const Xm& X, Ym&& Y, Mat& U, index_t r0, const Mat& Bs) const {
+    auto Ub = U.middleRows(r0, X.rows());
+    Ub.noalias() = X * matrix(A_.cview());
+    Y.noalias() += Ub * Bs;
+  }
+  /// With P = G Bsᵀ: M += Uᵀ G, dA += Xᵀ P, DS += P Aᵀ (M, dA partial sums).
+  template <class Gm, class Xm, class Dm>
+  void backward_block(const Gm& G, const Xm& X, Dm&& DS, const Mat& U, index_t r0, const Mat& Bs, Mat& M, Mat& dA) const {
+    const Mat P = G * Bs.transpose();
+    M.noalias() += U.middleRows(r0, G.rows()).transpose() * G;
+    dA.noalias() += X.transpose() * P;
+    DS.noalias() += P * matrix(A_.cview()).transpose();
+  }
+  /// Adds dA and dB = M diag(scale) into the gradients; returns
+  /// t[c] = Σ_k B[k,c] M[k,c] (= <G, U B> of column c), from which the caller
+  /// forms the gradients of the scale.
+  std::vector<double> finish_backward(const Mat& M, const Mat& dA, const T* scale, bool per_column) {
     const index_t r = rank(), D = width();
-    const auto Am = matrix(A_.cview());
-    const Mat Bs = scaled(scale, per_column);
-    const int nt = g.dense() ? 1 : num_threads();
-    // Thread-private partial sums of M and dA (images run in parallel).
-    std::vector<Mat> M(static_cast<std::size_t>(nt), Mat::Zero(r, D)), dAp(static_cast<std::size_t>(nt), Mat::Zero(D, r));
-    for_each_row_block(
-        g,
-        [&](index_t r0, int t, auto Gb, auto X, auto DS) {
-          const auto tu = static_cast<std::size_t>(t);
-          const Mat P = Gb * Bs.transpose();
-          M[tu].noalias() += U.middleRows(r0, Gb.rows()).transpose() * Gb;
-          dAp[tu].noalias() += X.transpose() * P;
-          DS.noalias() += P * Am.transpose();
-        },
-        G, s, ds);
-    for (int t = 1; t < nt; ++t) M[0] += M[static_cast<std::size_t>(t)], dAp[0] += dAp[static_cast<std::size_t>(t)];
-    matrix(dA_.view()) += dAp[0];
+    matrix(dA_.view()) += dA;
     auto dBm = matrix(dB_.view());
     const auto Bm = matrix(B_.cview());
-    std::vector<double> tsum(static_cast<std::size_t>(D));
+    std::vector<double> t(static_cast<std::size_t>(D));
     for (index_t c = 0; c < D; ++c) {
       const T sc = scale[per_column ? c : 0];
       double acc = 0;
       for (index_t k = 0; k < r; ++k) {
-        dBm(k, c) += sc * M[0](k, c);
-        acc += double(Bm(k, c)) * double(M[0](k, c));
+        dBm(k, c) += sc * M(k, c);
+        acc += double(Bm(k, c)) * double(M(k, c));
       }
-      tsum[static_cast<std::size_t>(c)] = acc;
+      t[static_cast<std::size_t>(c)] = acc;
     }
-    return tsum;
+    return t;
+  }
+
+  // ---- a whole stream -------------------------------------------------------------
+  /// y += (s A)(B diag scale), keeping U = s A.
+  void forward(const ChannelGeometry& g, const T* s, T* y, const T* scale, bool per_column, Mat& U) const {
+    U.resize(g.rows(), rank());
+    const Mat Bs = scaled(scale, per_column);
+    for_each_row_block(g, [&](index_t r0, int, auto X, auto Y) { forward_block(X, Y, U, r0, Bs); }, s, y);
+  }
+  /// Gradients of forward(): dB += M diag scale, dA += sᵀ P, ds += P Aᵀ; returns t.
+  std::vector<double> backward(const ChannelGeometry& g, const T* G, const T* s, T* ds, const T* scale, bool per_column,
+                               const Mat& U) {
+    const Mat Bs = scaled(scale, per_column);
+    const int nt = g.dense() ? 1 : num_threads();
+    // Thread-private partial sums of M and dA (images run in parallel).
+    std::vector<Mat> M(static_cast<std::size_t>(nt), Mat::Zero(rank(), width()));
+    std::vector<Mat> dA(static_cast<std::size_t>(nt), Mat::Zero(width(), rank()));
+    for_each_row_block(
+        g,
+        [&](index_t r0, int t, auto Gb, auto X, auto DS) {
+          backward_block(Gb, X, DS, U, r0, Bs, M[static_cast<std::size_t>(t)], dA[static_cast<std::size_t>(t)]);
+        },
+        G, s, ds);
+    for (int t = 1; t < nt; ++t) M[0] += M[static_cast<std::size_t>(t)], dA[0] += dA[static_cast<std::size_t>(t)];
+    return finish_backward(M[0], dA[0], scale, per_column);
   }
 
  private:
@@ -104,11 +120,6 @@ class LowRank {
   }
   static auto matrix(View<T> v) {
     return Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v.data(), v.dim(0), v.dim(1));
-  }
-  Mat scaled(const T* scale, bool per_column) const {
-    Mat Bs = matrix(B_.cview());
-    for (index_t c = 0; c < Bs.cols(); ++c) Bs.col(c) *= scale[per_column ? c : 0];
-    return Bs;
   }
 
   Tensor<T> A_, dA_, B_, dB_;
