@@ -455,3 +455,27 @@ TEST_CASE("The README's LAUREL snippet compiles and runs", "[laurel]") {
   stack.backward(y.cview(), dx.view());
   CHECK(std::isfinite(dx[0]));
 }
+
+TEST_CASE("backward_scaled(dy, s) equals backward(s·dy) for BatchNorm2d and Sequentials ending in one", "[laurel][compose]") {
+  static_assert(ScaledBackward<BatchNorm2d<double>> && ScaledBackward<BasicBlockBody<double>>);
+  static_assert(!ScaledBackward<Linear<double>> && !ScaledBackward<Sequential<BatchNorm2d<double>, ReLU<double>>>);
+  Rng rng(22);
+  for (bool training : {true, false}) {
+    auto a = make_basic_block_body<double>(2, 3, 1, rng);
+    auto b = a;
+    set_training(a, training), set_training(b, training);
+    const auto x = gradcheck::random_tensor({2, 2, 4, 4}, 3), dy = gradcheck::random_tensor({2, 3, 4, 4}, 4);
+    Tensor<double> y(dy.shape()), dxa = gradcheck::random_tensor(x.shape(), 5), dxb = Tensor<double>::copy_of(dxa.cview()),
+                   sdy = Tensor<double>::copy_of(dy.cview());
+    for (auto& v : sdy.span()) v *= 0.37;
+    a.forward(x.cview(), y.view());
+    b.forward(x.cview(), y.view());
+    a.backward_scaled(dy.cview(), 0.37, dxa.view());
+    b.backward(sdy.cview(), dxb.view());
+    for (index_t i = 0; i < dxa.size(); ++i) REQUIRE(dxa[i] == Approx(dxb[i]).margin(1e-13));
+    std::vector<double> ga, gb;
+    visit_parameters(a, [&](const ParamRef<double>& p) { if (p.trainable) ga.insert(ga.end(), p.grad.data(), p.grad.data() + p.grad.size()); });
+    visit_parameters(b, [&](const ParamRef<double>& p) { if (p.trainable) gb.insert(gb.end(), p.grad.data(), p.grad.data() + p.grad.size()); });
+    for (std::size_t i = 0; i < ga.size(); ++i) REQUIRE(ga[i] == Approx(gb[i]).margin(1e-12));
+  }
+}

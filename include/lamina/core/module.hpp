@@ -61,6 +61,14 @@ concept Module = requires { typename M::value_type; } && std::floating_point<typ
                    m.visit(detail::param_visitor_archetype<typename M::value_type>{}, prefix);
                  };
 
+/// Optional extension: backward_scaled(dy, s, dx) == backward(s·dy, dx) without
+/// forming s·dy (a scaled residual branch, LAUREL's α f(x), hands its gradient
+/// on without an extra pass). Backward passes are linear in dy, so any module
+/// can offer it; BatchNorm2d and Sequentials ending in one do.
+template <class M>
+concept ScaledBackward = Module<M> && requires(M& m, ConstView<typename M::value_type> dy, typename M::value_type s,
+                                               View<typename M::value_type> dx) { m.backward_scaled(dy, s, dx); };
+
 /// Use inside a template to get one readable message per missing piece of the
 /// contract instead of a page of substitution failures.
 template <class M>

@@ -46,7 +46,13 @@ class Sequential {
 
   void forward(ConstView<value_type> x, View<value_type> y) { forward_from<0>(x, y); }
   void infer(ConstView<value_type> x, View<value_type> y) { infer_from<0>(x, y); }
-  void backward(ConstView<value_type> dy, View<value_type> dx) { backward_from<size - 1>(dy, dx); }
+  void backward(ConstView<value_type> dy, View<value_type> dx) { backward_from<size - 1>(dy, dx, value_type(1)); }
+  /// backward(s·dy, dx) when the last part offers it (core/module.hpp ScaledBackward).
+  void backward_scaled(ConstView<value_type> dy, value_type s, View<value_type> dx)
+    requires ScaledBackward<std::tuple_element_t<size - 1, std::tuple<Ms...>>>
+  {
+    backward_from<size - 1>(dy, dx, s);
+  }
 
   template <class F>
   void visit(F&& f, const std::string& prefix) {
@@ -94,17 +100,22 @@ class Sequential {
       infer_from<I + 1>(buf.cview(), y);
     }
   }
+  // `s` scales dy of the last part only (1 for a plain backward).
   template <std::size_t I>
-  void backward_from(ConstView<T> dy, View<T> dx) {
+  void backward_from(ConstView<T> dy, View<T> dx, T s) {
     auto& m = std::get<I>(mods_);
+    auto run = [&](View<T> out) {
+      if constexpr (I + 1 == size && ScaledBackward<std::remove_reference_t<decltype(m)>>) m.backward_scaled(dy, s, out);
+      else m.backward(dy, out);
+    };
     if constexpr (I == 0) {
-      m.backward(dy, dx);
+      run(dx);
     } else {
       Tensor<T>& g = grad_[I - 1];
       g.resize(out_[I - 1].shape());
       fill_zero(g.data(), g.size());
-      m.backward(dy, g.view());
-      backward_from<I - 1>(g.cview(), dx);
+      run(g.view());
+      backward_from<I - 1>(g.cview(), dx, T(1));
     }
   }
   template <std::size_t I, class F>

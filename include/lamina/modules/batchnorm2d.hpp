@@ -114,7 +114,9 @@ class BatchNorm2d {
     }
   }
 
-  void backward(ConstView<T> dy, View<T> dx) {
+  void backward(ConstView<T> dy, View<T> dx) { backward_scaled(dy, T(1), dx); }
+  /// backward(s·dy, dx) without forming s·dy (core/module.hpp ScaledBackward).
+  void backward_scaled(ConstView<T> dy, T s, View<T> dx) {
     require<shape_error>(has_cache_, "BatchNorm2d", "backward()", "a preceding forward()", "none");
     require_shape(dy, xhat_.shape(), "BatchNorm2d", "dy");
     require_shape(dx, xhat_.shape(), "BatchNorm2d", "dx");
@@ -132,9 +134,9 @@ class BatchNorm2d {
           sgh += double(gp[off + i]) * double(hp[off + i]);
         }
       }
-      dbeta_[c] += T(sg);
-      dgamma_[c] += T(sgh);
-      const T k = gamma_[c] * scale_[c];
+      dbeta_[c] += T(double(s) * sg);
+      dgamma_[c] += T(double(s) * sgh);
+      const T k = gamma_[c] * scale_[c] * s;
       if (batch_stats_) {  // dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂))
         const T mg = T(sg / double(n)), mgh = T(sgh / double(n));
         for (index_t b = 0; b < B; ++b) {

@@ -172,7 +172,11 @@ class Laurel {
       fill_zero(ds_.data(), ds_.size());
       ds = ds_.view();
     }
-    if constexpr (V::rw) dF_.resize(dy.shape());
+    // f receives αG: through backward_scaled when f offers it (no extra pass),
+    // else as a tensor written by the fused pass below.
+    const bool fold_alpha = ScaledBackward<F> && !per_channel();
+    if constexpr (V::rw)
+      if (!fold_alpha) dF_.resize(dy.shape());
 
     // One fused element-wise pass: dF = αG, ds += βG, ds_{i-j} += βγ_j G for
     // identity h, and the reductions <G, f(x)>, <G, s>, <G, s_{i-j}>.
@@ -193,16 +197,25 @@ class Laurel {
         if constexpr (V::rw) {
           const T* Fs = c.fx.data() + off;
           const T* Ss = c.stream.data() + off;
-          T* dFs = dF_.data() + off;
+          T* dFs = fold_alpha ? nullptr : dF_.data() + off;
           if constexpr (St == 0) {
             double ga = 0, gb = 0;
             const T av = a[0], bv = b[0];
-            LAMINA_SIMD_REDUCE_SUM(ga, gb)
-            for (index_t i = 0; i < len; ++i) {
-              ga += double(Gs[i]) * double(Fs[i]);
-              gb += double(Gs[i]) * double(Ss[i]);
-              dFs[i] = av * Gs[i];
-              dso[i] += bv * Gs[i];
+            if (dFs) {
+              LAMINA_SIMD_REDUCE_SUM(ga, gb)
+              for (index_t i = 0; i < len; ++i) {
+                ga += double(Gs[i]) * double(Fs[i]);
+                gb += double(Gs[i]) * double(Ss[i]);
+                dFs[i] = av * Gs[i];
+                dso[i] += bv * Gs[i];
+              }
+            } else {
+              LAMINA_SIMD_REDUCE_SUM(ga, gb)
+              for (index_t i = 0; i < len; ++i) {
+                ga += double(Gs[i]) * double(Fs[i]);
+                gb += double(Gs[i]) * double(Ss[i]);
+                dso[i] += bv * Gs[i];
+              }
             }
             acc[ch] += ga;
             acc[W + ch] += gb;
@@ -295,7 +308,12 @@ class Laurel {
 
     if constexpr (V::rw) chain_rule(ga, gb);
 
-    f_.backward(V::rw ? dF_.cview() : dy, dx);
+    if constexpr (V::rw && ScaledBackward<F>) {
+      if (fold_alpha) f_.backward_scaled(dy, alpha_[0], dx);
+      else f_.backward(dF_.cview(), dx);
+    } else {
+      f_.backward(V::rw ? dF_.cview() : dy, dx);
+    }
     if constexpr (!identity_shortcut) s_.backward(ds, dx);
     else if constexpr (V::pa) axpy(dx.data(), ds.data(), ds.size());
   }
