@@ -1,67 +1,182 @@
 // Experiment E1 (spec/experiments.md): LAUREL on the CIFAR-style ResNet, Fashion-MNIST.
 // Variants: baseline; "+1 layer" (3 blocks per stage); RW; RW+LR (r = 4, 8);
-// RW+LR+PA (k = 2, r = 4). Per run: test accuracy, added parameters (from the
-// model itself), training-step time and inference latency, both as ratios to the
-// baseline of the same seed in the same process. Writes runs.csv, summary.json
-// and accuracy_vs_params.svg; prints a table and whether each claim held.
+// RW+LR+PA (k = 2, r = 4).
+//
+// Two phases:
+//  1. Training: every (variant, seed) run trains from scratch and reports its
+//     test accuracy and parameter counts (from the model itself). Each finished
+//     run is recorded at once in <out>/runs.json (written atomically), and a
+//     later invocation with the same settings skips the recorded runs, so the
+//     full run (18 × 10 epochs, hours on 2 cores) can be spread over sessions.
+//  2. Timing: all variants are built side by side and timed in interleaved
+//     rounds on the same batches (training step and inference), so the ratios
+//     to the baseline come from one process on one machine, whatever machines
+//     the training runs used; the medians over rounds are reported.
+// Writes runs.json, runs.csv, timing.csv, summary.json and
+// accuracy_vs_params.svg; prints a table and whether each claim held.
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "common/svg_plot.hpp"
 #include "lamina/lamina.hpp"
 
 using namespace lamina;
+using json = nlohmann::json;
 
 namespace {
+
+const std::vector<std::string> all_variants = {"baseline", "plus1", "rw", "rw_lr4", "rw_lr8", "rw_lr_pa"};
 
 struct Settings {
   long epochs, batch;
   double lr, momentum, wd;
-};
-struct Run {
-  std::string variant;
-  std::uint64_t seed;
-  double accuracy;
-  ParameterCount params;
-  double ms_per_step, infer_us_per_image;
+  long train_images, test_images;
+  json to_json() const {
+    return {{"epochs", epochs}, {"batch", batch}, {"lr", lr}, {"momentum", momentum}, {"weight_decay", wd},
+            {"train_images", train_images}, {"test_images", test_images}};
+  }
 };
 
+/// Builds the network of variant `v` (seeded by `rng`) and hands it to `fn`.
+/// The same seed gives the same body weights in every variant (LAUREL's A is
+/// column-orthogonal, drawn after the body).
+template <class Fn>
+void with_variant(const std::string& v, Rng& rng, Fn&& fn) {
+  laurel::Options lo;
+  lo.rank = 4, lo.history = 2;
+  ResNetOptions ro;
+  if (v == "baseline") {
+    fn(make_resnet<float>(ro, rng));
+  } else if (v == "plus1") {
+    ro.blocks_per_stage = 3;
+    fn(make_resnet<float>(ro, rng));
+  } else if (v == "rw") {
+    fn(make_laurel_resnet<float, laurel::RW>(ro, lo, rng));
+  } else if (v == "rw_lr4" || v == "rw_lr8") {
+    lo.rank = v == "rw_lr4" ? 4 : 8;
+    fn(make_laurel_resnet<float, laurel::RW_LR>(ro, lo, rng));
+  } else if (v == "rw_lr_pa") {
+    fn(make_laurel_resnet<float, laurel::RW_LR_PA>(ro, lo, rng));
+  } else {
+    throw value_error("lamina::laurel_e1: --variants: expected baseline, plus1, rw, rw_lr4, rw_lr8 or rw_lr_pa, got " + v);
+  }
+}
+
+// ---- phase 1: training ------------------------------------------------------
+
 template <class Net>
-Run train_one(const std::string& name, Net net, std::uint64_t seed, const Settings& s, data::Loader<float>& train_loader,
-              data::Loader<float>& test_loader, train::Progress& progress) {
+json train_one(const std::string& label, Net& net, std::uint64_t seed, const Settings& s, const data::Dataset& train,
+               const data::Dataset& test, const data::Normalization& norm, train::Progress& progress) {
+  // Same seed: same data order and augmentation in every variant.
+  data::Loader<float> train_loader(train, s.batch, norm, true, data::Augmentation{2, true}, seed);
+  data::Loader<float> test_loader(test, 500, norm);
   optim::SGD<float> opt(net, {s.lr, s.momentum, 0.0, s.wd, false});
   const double steps = double(train_loader.batches());
   const optim::CosineLR schedule(s.lr, double(s.epochs) * steps);
   SoftmaxCrossEntropy<float> loss;
-  double last_epoch_seconds = 0;  // the step time of the last epoch: the first pays for allocation
+  json epochs = json::array();
   train::EpochStats ev;
+  double train_seconds = 0;
   for (long e = 0; e < s.epochs; ++e) {
-    const std::string label = name + " seed " + std::to_string(seed) + " epoch " + std::to_string(e + 1) + "/" + std::to_string(s.epochs);
-    const auto st = train::train_epoch(net, loss, opt, train_loader, progress, label,
+    const std::string el = label + " epoch " + std::to_string(e + 1) + "/" + std::to_string(s.epochs);
+    const auto st = train::train_epoch(net, loss, opt, train_loader, progress, el,
                                        [&](index_t step) { return schedule(double(e) * steps + double(step)); });
-    last_epoch_seconds = st.seconds;
     ev = train::evaluate(net, test_loader);
-    std::printf("  %s: train loss %.4f acc %.2f%% | test acc %.2f%% | %.1f s\n", label.c_str(), st.loss,
-                100 * st.accuracy, 100 * ev.accuracy, st.seconds);
+    train_seconds += st.seconds;
+    std::printf("  %s: train loss %.4f acc %.2f%% | test acc %.2f%% | %.1f s (%.0f images/s)\n", el.c_str(), st.loss,
+                100 * st.accuracy, 100 * ev.accuracy, st.seconds, st.images_per_second);
     std::fflush(stdout);
+    epochs.push_back({{"train_loss", st.loss}, {"train_accuracy", st.accuracy}, {"test_loss", ev.loss},
+                      {"test_accuracy", ev.accuracy}, {"seconds", st.seconds}});
   }
-  // Inference latency: a second evaluation pass, timed alone.
-  const auto inf = train::evaluate(net, test_loader);
-  return {name, seed, ev.accuracy, parameter_count(net), 1e3 * last_epoch_seconds / steps,
-          1e6 * inf.seconds / double(inf.images)};
+  const ParameterCount pc = parameter_count(net);
+  return {{"seed", seed}, {"test_accuracy", ev.accuracy}, {"params", pc.total}, {"added_params", pc.added},
+          {"train_seconds", train_seconds}, {"threads", num_threads()}, {"epochs", epochs}};
 }
 
+/// runs.json: {"settings": ..., "runs": {variant: [run, ...]}}. Records made
+/// with other settings are refused rather than mixed.
+json load_records(const std::filesystem::path& file, const Settings& s, bool fresh) {
+  json fresh_records = {{"settings", s.to_json()}, {"runs", json::object()}};
+  if (fresh || !std::filesystem::exists(file)) return fresh_records;
+  std::ifstream in(file);
+  json j;
+  try {
+    in >> j;
+  } catch (const json::exception& e) {
+    throw io_error("lamina::laurel_e1: " + file.string() + " is not valid JSON (" + e.what() + "); use --fresh to start over");
+  }
+  if (j.value("settings", json()) != s.to_json())
+    throw value_error("lamina::laurel_e1: " + file.string() + " holds runs made with settings " + j.value("settings", json()).dump() +
+                      ", not " + s.to_json().dump() + "; use another --out, or --fresh to start over");
+  return j;
+}
+
+bool recorded(const json& records, const std::string& v, std::uint64_t seed) {
+  if (!records["runs"].contains(v)) return false;
+  for (const json& r : records["runs"][v])
+    if (r["seed"].get<std::uint64_t>() == seed) return true;
+  return false;
+}
+
+// ---- phase 2: interleaved timing -------------------------------------------
+
+struct Timed {
+  std::string variant;
+  std::function<double()> train_steps;  // seconds for the timing batches
+  std::function<double()> infer;        // seconds for the inference batches
+};
+
+template <class Net>
+Timed make_timed(const std::string& v, Net&& built, const std::vector<Tensor<float>>& xs,
+                 const std::vector<std::vector<std::int32_t>>& labels, const Tensor<float>& test_x) {
+  struct State {
+    Net net;
+    optim::SGD<float> opt;
+    SoftmaxCrossEntropy<float> loss;
+    Tensor<float> y, dy, dx, yi;
+    explicit State(Net&& n) : net(std::move(n)), opt(net, {0.01, 0.9, 0.0, 5e-4, false}) {}
+  };
+  auto st = std::make_shared<State>(std::move(built));
+  using clock = std::chrono::steady_clock;
+  auto steps = [st, &xs, &labels] {
+    set_training(st->net, true);
+    const auto t0 = clock::now();
+    for (std::size_t i = 0; i < xs.size(); ++i)
+      train::train_step(st->net, st->loss, st->opt, xs[i].cview(), labels[i], 0.0, st->y, st->dy, st->dx);
+    return std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  auto infer = [st, &test_x] {
+    set_training(st->net, false);
+    st->yi.resize(st->net.output_shape(test_x.shape()));
+    const auto t0 = clock::now();
+    st->net.infer(test_x.cview(), st->yi.view());
+    return std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  return {v, steps, infer};
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 double mean(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += x;
-  return v.empty() ? 0 : s / double(v.size());
+  return v.empty() ? NAN : s / double(v.size());
 }
 double stdev(const std::vector<double>& v) {
   if (v.size() < 2) return 0;
@@ -71,13 +186,69 @@ double stdev(const std::vector<double>& v) {
   return std::sqrt(s / double(v.size() - 1));
 }
 
+struct Timing {
+  double ms_per_step, us_per_image, step_ratio, infer_ratio;
+};
+
+/// Rounds × (every variant: `steps` training steps, then one inference pass),
+/// the variant order rotated each round; ratios to the baseline per round,
+/// then medians. Needs "baseline" among the variants for the ratios.
+std::map<std::string, Timing> time_variants(const std::vector<std::string>& variants, const data::Dataset& train,
+                                            const data::Dataset& test, const data::Normalization& norm, long batch,
+                                            long rounds, long steps, const std::filesystem::path& csv_path) {
+  data::Loader<float> loader(train, batch, norm, true, data::Augmentation{2, true}, 1);
+  loader.start_epoch();
+  std::vector<Tensor<float>> xs(static_cast<std::size_t>(std::min<index_t>(steps, loader.batches())));
+  std::vector<std::vector<std::int32_t>> labels(xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) loader.batch(index_t(i), xs[i], labels[i]);
+  data::Loader<float> test_loader(test, std::min<index_t>(500, test.size()), norm);
+  Tensor<float> test_x;
+  std::vector<std::int32_t> test_labels;
+  test_loader.batch(0, test_x, test_labels);
+
+  std::vector<Timed> timed;
+  for (const std::string& v : variants) {
+    Rng rng(1);
+    with_variant(v, rng, [&](auto&& net) { timed.push_back(make_timed(v, std::move(net), xs, labels, test_x)); });
+  }
+  for (Timed& t : timed) t.train_steps(), t.infer();  // warm-up: allocation, caches
+  std::map<std::string, std::vector<double>> step_s, infer_s;
+  std::ofstream csv(csv_path);
+  csv << "round,variant,ms_per_step,infer_us_per_image\n";
+  std::fprintf(stderr, "timing: %ld rounds of %zu training steps and %ld inference images per variant\n", rounds,
+               xs.size(), long(test_x.dim(0)));
+  for (long r = 0; r < rounds; ++r) {
+    for (std::size_t k = 0; k < timed.size(); ++k) {
+      Timed& t = timed[(k + std::size_t(r)) % timed.size()];
+      const double a = t.train_steps(), b = t.infer();
+      step_s[t.variant].push_back(a), infer_s[t.variant].push_back(b);
+      csv << r + 1 << ',' << t.variant << ',' << 1e3 * a / double(xs.size()) << ',' << 1e6 * b / double(test_x.dim(0))
+          << '\n';
+    }
+    std::fprintf(stderr, "\rtiming: round %ld/%ld", r + 1, rounds);
+  }
+  std::fprintf(stderr, "\n");
+  std::map<std::string, Timing> out;
+  for (const std::string& v : variants) {
+    std::vector<double> sr, ir;
+    if (step_s.count("baseline"))
+      for (std::size_t r = 0; r < step_s[v].size(); ++r) {
+        sr.push_back(step_s[v][r] / step_s["baseline"][r]);
+        ir.push_back(infer_s[v][r] / infer_s["baseline"][r]);
+      }
+    out[v] = {1e3 * median(step_s[v]) / double(xs.size()), 1e6 * median(infer_s[v]) / double(test_x.dim(0)), median(sr),
+              median(ir)};
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   cxxopts::Options cli("laurel_e1", "E1: LAUREL variants of the ResNet on Fashion-MNIST");
   cli.add_options()
     ("data", "Fashion-MNIST folder", cxxopts::value<std::string>()->default_value(data::default_fashion_mnist_dir().string()))
-    ("full", "the full run: all images, 10 epochs, 3 seeds")
+    ("full", "the full run: all images, 10 epochs, 3 seeds, 7 timing rounds")
     ("epochs", "epochs (default 1, or 10 with --full)", cxxopts::value<long>())
     ("seeds", "seeds per variant (default 1, or 3 with --full)", cxxopts::value<long>())
     ("train-limit", "first N training images (0 = all; default 4096, or all with --full)", cxxopts::value<long>())
@@ -87,6 +258,10 @@ int main(int argc, char** argv) try {
     ("batch", "batch size", cxxopts::value<long>()->default_value("128"))
     ("lr", "base learning rate (cosine per step)", cxxopts::value<double>()->default_value("0.1"))
     ("threads", "threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
+    ("timing-rounds", "interleaved timing rounds (0 = no timing; default 3, or 7 with --full)", cxxopts::value<long>())
+    ("timing-steps", "training steps per variant and round", cxxopts::value<long>()->default_value("10"))
+    ("train-only", "train the runs not yet recorded, then stop (no timing, no summary)")
+    ("fresh", "ignore the runs already recorded in <out>/runs.json")
     ("out", "output folder", cxxopts::value<std::string>()->default_value("results/laurel_e1"))
     ("h,help", "show this help");
   const auto a = cli.parse(argc, argv);
@@ -95,19 +270,27 @@ int main(int argc, char** argv) try {
     return 0;
   }
   const bool full = a.count("full") > 0;
-  Settings s{a.count("epochs") ? a["epochs"].as<long>() : (full ? 10 : 1), a["batch"].as<long>(), a["lr"].as<double>(), 0.9, 5e-4};
   const long seeds = a.count("seeds") ? a["seeds"].as<long>() : (full ? 3 : 1);
   const long train_limit = a.count("train-limit") ? a["train-limit"].as<long>() : (full ? 0 : 4096);
   const long test_limit = a.count("test-limit") ? a["test-limit"].as<long>() : (full ? 0 : 2000);
-  require(s.epochs > 0, "laurel_e1", "--epochs", "> 0", s.epochs);
+  const long rounds = a.count("timing-rounds") ? a["timing-rounds"].as<long>() : (full ? 7 : 3);
+  const long timing_steps = a["timing-steps"].as<long>();
+  const long epochs = a.count("epochs") ? a["epochs"].as<long>() : (full ? 10 : 1);
+  require(epochs > 0, "laurel_e1", "--epochs", "> 0", epochs);
   require(seeds > 0, "laurel_e1", "--seeds", "> 0", seeds);
+  require(rounds >= 0, "laurel_e1", "--timing-rounds", ">= 0", rounds);
+  require(timing_steps > 0, "laurel_e1", "--timing-steps", "> 0", timing_steps);
   if (a["threads"].as<int>() > 0) set_num_threads(a["threads"].as<int>());
   std::vector<std::string> variants;
   {
-    std::string list = a["variants"].as<std::string>(), item;
-    std::stringstream ss(list);
+    std::string item;
+    std::stringstream ss(a["variants"].as<std::string>());
     while (std::getline(ss, item, ','))
-      if (!item.empty()) variants.push_back(item);
+      if (!item.empty()) {
+        if (std::find(all_variants.begin(), all_variants.end(), item) == all_variants.end())
+          throw value_error("lamina::laurel_e1: --variants: expected baseline, plus1, rw, rw_lr4, rw_lr8 or rw_lr_pa, got " + item);
+        variants.push_back(item);
+      }
   }
   const std::filesystem::path out = a["out"].as<std::string>();
   std::filesystem::create_directories(out);
@@ -116,111 +299,117 @@ int main(int argc, char** argv) try {
   const data::Dataset train = data::load_fashion_mnist(dir, "train", train_limit);
   const data::Dataset test = data::load_fashion_mnist(dir, "test", test_limit);
   const data::Normalization norm = data::statistics(train);
+  const Settings s{epochs, a["batch"].as<long>(), a["lr"].as<double>(), 0.9, 5e-4, long(train.size()), long(test.size())};
   std::printf("E1 LAUREL on Fashion-MNIST: %ld train / %ld test images, %ld epochs, %ld seed(s), batch %ld, %d threads\n",
-              long(train.size()), long(test.size()), s.epochs, seeds, s.batch, num_threads());
+              s.train_images, s.test_images, s.epochs, seeds, s.batch, num_threads());
 
+  // Phase 1: the runs not yet recorded, seed-major so that partial results
+  // already compare every variant.
+  const std::filesystem::path records_file = out / "runs.json";
+  json records = load_records(records_file, s, a.count("fresh") > 0);
+  std::vector<std::pair<std::string, std::uint64_t>> todo;
+  for (long k = 0; k < seeds; ++k)
+    for (const std::string& v : variants)
+      if (!recorded(records, v, std::uint64_t(k + 1))) todo.emplace_back(v, std::uint64_t(k + 1));
+  const long total_runs = seeds * long(variants.size());
+  std::printf("%ld of %ld runs already recorded in %s; %zu to train\n", total_runs - long(todo.size()), total_runs,
+              records_file.string().c_str(), todo.size());
   train::Progress progress;
-  std::vector<Run> runs;
-  for (long k = 0; k < seeds; ++k) {
-    const std::uint64_t seed = std::uint64_t(k + 1);
-    for (const std::string& v : variants) {
-      // Same seed: same data order and augmentation, and (column-orthogonal A)
-      // the same body weights as the baseline.
-      data::Loader<float> train_loader(train, s.batch, norm, true, data::Augmentation{2, true}, seed), test_loader(test, 500, norm);
-      Rng rng(seed);
-      laurel::Options lo;
-      lo.rank = 4, lo.history = 2;
-      ResNetOptions ro;
-      if (v == "baseline") {
-        runs.push_back(train_one(v, make_resnet<float>(ro, rng), seed, s, train_loader, test_loader, progress));
-      } else if (v == "plus1") {
-        ro.blocks_per_stage = 3;
-        runs.push_back(train_one(v, make_resnet<float>(ro, rng), seed, s, train_loader, test_loader, progress));
-      } else if (v == "rw") {
-        runs.push_back(train_one(v, make_laurel_resnet<float, laurel::RW>(ro, lo, rng), seed, s, train_loader, test_loader, progress));
-      } else if (v == "rw_lr4" || v == "rw_lr8") {
-        lo.rank = v == "rw_lr4" ? 4 : 8;
-        runs.push_back(train_one(v, make_laurel_resnet<float, laurel::RW_LR>(ro, lo, rng), seed, s, train_loader, test_loader, progress));
-      } else if (v == "rw_lr_pa") {
-        runs.push_back(train_one(v, make_laurel_resnet<float, laurel::RW_LR_PA>(ro, lo, rng), seed, s, train_loader, test_loader, progress));
-      } else {
-        throw value_error("lamina::laurel_e1: --variants: expected baseline, plus1, rw, rw_lr4, rw_lr8 or rw_lr_pa, got " + v);
-      }
-    }
+  const auto t_start = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < todo.size(); ++i) {
+    const auto& [v, seed] = todo[i];
+    const std::string label = "[" + std::to_string(i + 1) + "/" + std::to_string(todo.size()) + "] " + v + " seed " + std::to_string(seed);
+    Rng rng(seed);
+    with_variant(v, rng, [&](auto&& net) { records["runs"][v].push_back(train_one(label, net, seed, s, train, test, norm, progress)); });
+    io::write_file_atomically(records_file, records.dump(1) + "\n", "lamina::laurel_e1");
+    const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    std::printf("  recorded %s seed %llu in %s; %zu run(s) left, ETA %s\n", v.c_str(), static_cast<unsigned long long>(seed),
+                records_file.string().c_str(), todo.size() - i - 1,
+                train::format_duration(spent / double(i + 1) * double(todo.size() - i - 1)).c_str());
+    std::fflush(stdout);
   }
+  if (a.count("train-only")) return 0;
 
-  // Ratios to the baseline of the same seed; added parameters of "+1 layer"
-  // are its excess over the baseline.
-  std::map<std::uint64_t, const Run*> base;
-  for (const Run& r : runs)
-    if (r.variant == "baseline") base[r.seed] = &r;
-  struct Agg {
-    std::vector<double> acc, step_ratio, infer_ratio;
-    index_t added = 0;
-    double added_pct = 0;
+  // Phase 2: timing, then the table from every recorded run of the variants.
+  std::map<std::string, Timing> timing;
+  if (rounds > 0)
+    timing = time_variants(variants, train, test, norm, s.batch, rounds, timing_steps, out / "timing.csv");
+  const json& runs = records["runs"];
+  auto accs = [&](const std::string& v) {
+    std::vector<double> acc;
+    if (runs.contains(v))
+      for (const json& r : runs[v])
+        if (r["seed"].get<long>() <= seeds) acc.push_back(100 * r["test_accuracy"].get<double>());
+    return acc;
   };
-  std::map<std::string, Agg> agg;
+  const index_t base_params = runs.contains("baseline") ? runs["baseline"][0]["params"].get<index_t>() : 0;
+  auto added = [&](const std::string& v) -> index_t {
+    if (!runs.contains(v)) return 0;
+    const json& r = runs[v][0];
+    // "+1 layer" adds whole blocks: its added parameters are its excess over the baseline.
+    return v == "plus1" ? r["params"].get<index_t>() - base_params : r["added_params"].get<index_t>();
+  };
   std::ofstream csv(out / "runs.csv");
-  csv << "variant,seed,test_accuracy,params,added_params,added_percent,ms_per_step,infer_us_per_image,step_ratio,infer_ratio\n";
-  for (const Run& r : runs) {
-    Agg& g = agg[r.variant];
-    index_t added = r.params.added;
-    double pct = r.params.added_percent();
-    if (r.variant == "plus1" && base.count(r.seed)) {
-      added = r.params.total - base[r.seed]->params.total;
-      pct = 100.0 * double(added) / double(base[r.seed]->params.total);
-    }
-    const double sr = base.count(r.seed) ? r.ms_per_step / base[r.seed]->ms_per_step : NAN;
-    const double ir = base.count(r.seed) ? r.infer_us_per_image / base[r.seed]->infer_us_per_image : NAN;
-    g.acc.push_back(100 * r.accuracy), g.step_ratio.push_back(sr), g.infer_ratio.push_back(ir);
-    g.added = added, g.added_pct = pct;
-    csv << r.variant << ',' << r.seed << ',' << r.accuracy << ',' << r.params.total << ',' << added << ',' << pct << ','
-        << r.ms_per_step << ',' << r.infer_us_per_image << ',' << sr << ',' << ir << '\n';
-  }
+  csv << "variant,seed,test_accuracy,params,added_params,train_seconds\n";
+  for (const std::string& v : variants)
+    if (runs.contains(v))
+      for (const json& r : runs[v])
+        csv << v << ',' << r["seed"] << ',' << r["test_accuracy"] << ',' << r["params"] << ',' << added(v) << ','
+            << r["train_seconds"] << '\n';
 
-  nlohmann::json j;
+  json j;
   j["experiment"] = "E1";
-  j["epochs"] = s.epochs, j["seeds"] = seeds, j["train_images"] = train.size(), j["test_images"] = test.size();
-  j["threads"] = num_threads();
-  std::printf("\n%-10s %16s %14s %10s %12s %12s\n", "variant", "test acc (%)", "added params", "added %", "step ratio",
-              "infer ratio");
+  j["settings"] = s.to_json();
+  j["seeds"] = seeds, j["threads"] = num_threads();
+  j["timing"] = {{"rounds", rounds}, {"steps_per_round", timing_steps}, {"statistic", "median over rounds"}};
+  std::printf("\n%-10s %6s %16s %14s %10s %12s %12s %12s\n", "variant", "runs", "test acc (%)", "added params", "added %",
+              "ms/step", "step ratio", "infer ratio");
   std::vector<examples::Series> plot;
+  std::map<std::string, double> acc_mean;
   for (const std::string& v : variants) {
-    const Agg& g = agg[v];
-    std::printf("%-10s %9.2f ± %4.2f %14ld %9.3f%% %12.3f %12.3f\n", v.c_str(), mean(g.acc), stdev(g.acc), long(g.added),
-                g.added_pct, mean(g.step_ratio), mean(g.infer_ratio));
-    j["variants"][v] = {{"test_accuracy_mean", mean(g.acc)}, {"test_accuracy_std", stdev(g.acc)}, {"added_params", g.added},
-                        {"added_percent", g.added_pct}, {"step_time_ratio", mean(g.step_ratio)},
-                        {"inference_latency_ratio", mean(g.infer_ratio)}, {"accuracies", g.acc}};
-    plot.push_back({v, {g.added_pct}, {mean(g.acc)}});
+    const auto acc = accs(v);
+    const index_t add = added(v);
+    const double pct = base_params > 0 ? 100.0 * double(add) / double(base_params) : NAN;
+    const Timing t = timing.count(v) ? timing[v] : Timing{NAN, NAN, NAN, NAN};
+    acc_mean[v] = mean(acc);
+    std::printf("%-10s %6zu %9.2f ± %4.2f %14ld %9.3f%% %12.1f %12.3f %12.3f\n", v.c_str(), acc.size(), mean(acc),
+                stdev(acc), long(add), pct, t.ms_per_step, t.step_ratio, t.infer_ratio);
+    j["variants"][v] = {{"runs", acc.size()}, {"test_accuracy_mean", mean(acc)}, {"test_accuracy_std", stdev(acc)},
+                        {"accuracies", acc}, {"added_params", add}, {"added_percent", pct},
+                        {"ms_per_step", t.ms_per_step}, {"infer_us_per_image", t.us_per_image},
+                        {"step_time_ratio", t.step_ratio}, {"inference_latency_ratio", t.infer_ratio}};
+    if (!acc.empty()) plot.push_back({v, {pct}, {mean(acc)}});
   }
 
-  // The paper's claims (spec/experiments.md E1), judged on the means.
-  auto has = [&](const char* v) { return agg.count(v) > 0; };
-  if (has("baseline") && has("rw")) {
-    const bool held = mean(agg["rw"].acc) > mean(agg["baseline"].acc) && mean(agg["rw"].step_ratio) <= 1.01;
+  // The paper's claims (spec/experiments.md E1), judged on the means; only
+  // when every variant involved has all its seeds.
+  auto complete = [&](const char* v) { return long(accs(v).size()) == seeds; };
+  auto verdict = [](bool held) { return held ? "held" : "did not hold"; };
+  if (complete("baseline") && complete("rw")) {
+    const double ratio = timing.count("rw") ? timing["rw"].step_ratio : NAN;
+    const bool held = acc_mean["rw"] > acc_mean["baseline"] && ratio <= 1.01;
     std::printf("claim RW gains accuracy for ~0 params at <= 1%% step time: %s (%+.2f points, step ratio %.3f)\n",
-                held ? "held" : "did not hold", mean(agg["rw"].acc) - mean(agg["baseline"].acc), mean(agg["rw"].step_ratio));
+                verdict(held), acc_mean["rw"] - acc_mean["baseline"], ratio);
     j["claims"]["rw"] = held;
   }
   for (const char* lr : {"rw_lr4", "rw_lr8"})
-    if (has("plus1") && has(lr)) {
-      const double fewer = double(agg["plus1"].added) / double(std::max<index_t>(1, agg[lr].added));
-      const bool held = mean(agg[lr].acc) >= mean(agg["plus1"].acc) && fewer >= 2;
+    if (complete("plus1") && complete(lr)) {
+      const double fewer = double(added("plus1")) / double(std::max<index_t>(1, added(lr)));
+      const bool held = acc_mean[lr] >= acc_mean["plus1"] && fewer >= 2;
       std::printf("claim %s reaches +1 layer accuracy with >= 2x fewer added params: %s (%+.2f points, %.1fx fewer)\n", lr,
-                  held ? "held" : "did not hold", mean(agg[lr].acc) - mean(agg["plus1"].acc), fewer);
+                  verdict(held), acc_mean[lr] - acc_mean["plus1"], fewer);
       j["claims"][std::string(lr) + "_vs_plus1"] = held;
     }
-  if (has("rw_lr_pa") && has("rw_lr4")) {
-    const bool held = mean(agg["rw_lr_pa"].acc) >= mean(agg["rw_lr4"].acc);
-    std::printf("claim RW+LR+PA >= RW+LR (r = 4): %s (%+.2f points)\n", held ? "held" : "did not hold",
-                mean(agg["rw_lr_pa"].acc) - mean(agg["rw_lr4"].acc));
+  if (complete("rw_lr_pa") && complete("rw_lr4")) {
+    const bool held = acc_mean["rw_lr_pa"] >= acc_mean["rw_lr4"];
+    std::printf("claim RW+LR+PA >= RW+LR (r = 4): %s (%+.2f points)\n", verdict(held),
+                acc_mean["rw_lr_pa"] - acc_mean["rw_lr4"]);
     j["claims"]["rw_lr_pa_vs_rw_lr"] = held;
   }
-  std::ofstream(out / "summary.json") << j.dump(2) << "\n";
+  io::write_file_atomically(out / "summary.json", j.dump(2) + "\n", "lamina::laurel_e1");
   examples::write_svg_chart((out / "accuracy_vs_params.svg").string(), "E1: LAUREL on Fashion-MNIST", "added parameters (%)",
                             "test accuracy (%)", plot);
-  std::printf("results in %s (runs.csv, summary.json, accuracy_vs_params.svg)\n", out.string().c_str());
+  std::printf("results in %s (runs.json, runs.csv, timing.csv, summary.json, accuracy_vs_params.svg)\n", out.string().c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "laurel_e1: %s\n", e.what());

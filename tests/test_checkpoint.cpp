@@ -107,6 +107,23 @@ TEST_CASE("Truncated, corrupted and mismatched checkpoints throw and leave the m
   }
   SECTION("saving into a missing folder fails cleanly") {
     CHECK_THROWS_AS(io::save_checkpoint(a, dir / "no" / "such" / "dir.lck"), io_error);
+    CHECK_THROWS_WITH(io::save_checkpoint(a, dir / "no" / "such" / "dir.lck"),
+                      Catch::Contains("lamina::save_checkpoint: cannot create") && Catch::Contains("dir.lck"));
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("write_file_atomically replaces the whole file and leaves no temporary behind", "[checkpoint][io]") {
+  const fs::path dir = temp_dir() / "atomic";
+  fs::create_directories(dir);
+  const fs::path file = dir / "records.json";
+  io::write_file_atomically(file, "first version, longer than the second");
+  io::write_file_atomically(file, "second");
+  CHECK(read(file) == "second");
+  io::write_file_atomically(file, "");
+  CHECK(read(file).empty());
+  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 1);  // no *.tmp-* left
+  CHECK_THROWS_WITH(io::write_file_atomically(dir / "missing" / "x.json", "x", "lamina::laurel_e1"),
+                    Catch::Contains("lamina::laurel_e1: cannot create") && Catch::Contains("missing"));
   fs::remove_all(dir);
 }

@@ -66,7 +66,7 @@ TEST_CASE("A non-finite loss stops training with a clear error", "[train][errors
   train::Progress quiet(nullptr);
   const std::vector<float> w0(net.get<1>().weight().data(), net.get<1>().weight().data() + 72);
   CHECK_THROWS_AS(train::train_epoch(net, loss, opt, l, quiet, "epoch 1/1"), non_finite_error);
-  CHECK_THROWS_WITH(train::train_epoch(net, loss, opt, l, quiet, "epoch 1/1"), Catch::Contains("loss is nan at step 1"));
+  CHECK_THROWS_WITH(train::train_epoch(net, loss, opt, l, quiet, "epoch 1/1"), Catch::Contains("step 1 of") && Catch::Contains("loss is nan"));
   const std::vector<float> w1(net.get<1>().weight().data(), net.get<1>().weight().data() + 72);
   CHECK(w0 == w1);  // no update applied the bad batch
 }

@@ -19,14 +19,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <random>
 #include <string>
 #include <vector>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "lamina/core/module.hpp"
+#include "lamina/io/atomic_file.hpp"
 
 namespace lamina::io {
 
@@ -73,35 +70,6 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-[[noreturn]] inline void fail_io(const std::string& what, const std::filesystem::path& p) {
-  throw io_error("lamina::save_checkpoint: " + what + " " + p.string() + ": " + std::strerror(errno));
-}
-
-inline void write_atomically(const std::filesystem::path& path, const std::string& bytes) {
-  std::random_device rd;
-  const std::filesystem::path tmp = path.string() + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) fail_io("cannot create", tmp);
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail_io("cannot write", tmp);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail_io("cannot flush", tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    fail_io("cannot rename onto", path);
-  }
-}
 }  // namespace detail
 
 /// Saves named tensors (values only; gradients are not state).
@@ -121,7 +89,7 @@ void save_tensors(const std::filesystem::path& path, const std::vector<ParamRef<
   }
   const auto crc = static_cast<std::uint32_t>(::crc32(0L, reinterpret_cast<const Bytef*>(out.data()), static_cast<uInt>(out.size())));
   detail::put<std::uint32_t>(out, crc);
-  detail::write_atomically(path, out);
+  write_file_atomically(path, out, "lamina::save_checkpoint");
 }
 
 /// Loads a file written by save_tensors into `entries` (same names, same

@@ -22,6 +22,34 @@ struct EpochStats {
   index_t images = 0;
 };
 
+/// One training step on the batch (`x`, `labels`): forward, loss, backward,
+/// `lr` (when > 0) and the optimizer update. Returns the batch loss; the
+/// number of correct predictions is `loss.correct()` afterwards. `y`, `dy` and
+/// `dx` are reusable buffers. A non-finite loss throws before the update.
+template <Module M, class Opt>
+typename M::value_type train_step(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
+                                  ConstView<typename M::value_type> x, const std::vector<std::int32_t>& labels,
+                                  double lr, Tensor<typename M::value_type>& y, Tensor<typename M::value_type>& dy,
+                                  Tensor<typename M::value_type>& dx) {
+  const Shape ys = model.output_shape(x.shape());
+  y.resize(ys);
+  model.forward(x, y.view());
+  const auto l = loss.forward(y.cview(), labels);
+  if (!std::isfinite(double(l)))
+    throw non_finite_error(detail::concat("lamina::train_step: loss is ", double(l),
+                                          "; training stopped before the update (lower the learning rate?)"));
+  dy.resize(ys);
+  dy.zero();
+  loss.backward(dy.view());
+  dx.resize(x.shape());  // the input gradient is not needed, but the contract writes it
+  dx.zero();
+  opt.zero_grad();
+  model.backward(dy.cview(), dx.view());
+  if (lr > 0) opt.set_lr(lr);
+  opt.step();
+  return l;
+}
+
 /// Trains `model` for one epoch. `lr_at(step_in_epoch)` (optional) sets the
 /// learning rate before each step, for per-step schedules.
 template <Module M, class Opt>
@@ -41,24 +69,13 @@ EpochStats train_epoch(M& model, SoftmaxCrossEntropy<typename M::value_type>& lo
   const auto t0 = std::chrono::steady_clock::now();
   for (index_t b = 0; b < nb; ++b) {
     loader.batch(b, x, labels);
-    const Shape ys = model.output_shape(x.shape());
-    y.resize(ys);
-    model.forward(x.cview(), y.view());
-    const T l = loss.forward(y.cview(), labels);
-    if (!std::isfinite(double(l))) {
+    T l;
+    try {
+      l = train_step(model, loss, opt, x.cview(), labels, lr_at ? lr_at(b) : 0.0, y, dy, dx);
+    } catch (const non_finite_error& e) {
       progress.finish();
-      throw non_finite_error(detail::concat("lamina::train_epoch: ", label, ": loss is ", double(l), " at step ", b + 1,
-                                            " of ", nb, "; training stopped before the update (lower the learning rate?)"));
+      throw non_finite_error(detail::concat("lamina::train_epoch: ", label, ": step ", b + 1, " of ", nb, ": ", e.what()));
     }
-    dy.resize(ys);
-    dy.zero();
-    loss.backward(dy.view());
-    dx.resize(x.shape());  // the input gradient is not needed, but the contract writes it
-    dx.zero();
-    opt.zero_grad();
-    model.backward(dy.cview(), dx.view());
-    if (lr_at) opt.set_lr(lr_at(b));
-    opt.step();
     const index_t n = x.dim(0);
     loss_sum += double(l) * double(n);
     correct += loss.correct();
