@@ -135,12 +135,12 @@ bool recorded(const json& records, const std::string& v, std::uint64_t seed) {
 struct Timed {
   std::string variant;
   std::function<double()> train_steps;  // seconds for the timing batches
-  std::function<double()> infer;        // seconds for the inference batches
+  std::function<double()> infer;        // seconds for inference on the same batches
 };
 
 template <class Net>
 Timed make_timed(const std::string& v, Net&& built, const std::vector<Tensor<float>>& xs,
-                 const std::vector<std::vector<std::int32_t>>& labels, const Tensor<float>& test_x) {
+                 const std::vector<std::vector<std::int32_t>>& labels) {
   struct State {
     Net net;
     optim::SGD<float> opt;
@@ -157,11 +157,13 @@ Timed make_timed(const std::string& v, Net&& built, const std::vector<Tensor<flo
       train::train_step(st->net, st->loss, st->opt, xs[i].cview(), labels[i], 0.0, st->y, st->dy, st->dx);
     return std::chrono::duration<double>(clock::now() - t0).count();
   };
-  auto infer = [st, &test_x] {
+  auto infer = [st, &xs] {
     set_training(st->net, false);
-    st->yi.resize(st->net.output_shape(test_x.shape()));
     const auto t0 = clock::now();
-    st->net.infer(test_x.cview(), st->yi.view());
+    for (const Tensor<float>& x : xs) {
+      st->yi.resize(st->net.output_shape(x.shape()));
+      st->net.infer(x.cview(), st->yi.view());
+    }
     return std::chrono::duration<double>(clock::now() - t0).count();
   };
   return {v, steps, infer};
@@ -190,39 +192,41 @@ struct Timing {
   double ms_per_step, us_per_image, step_ratio, infer_ratio;
 };
 
-/// Rounds × (every variant: `steps` training steps, then one inference pass),
-/// the variant order rotated each round; ratios to the baseline per round,
-/// then medians. Needs "baseline" among the variants for the ratios.
+/// Rounds × (every variant: `steps` training steps, then inference on the
+/// same batches), the variant order rotated each round; ratios to the
+/// baseline per round, then medians. Needs "baseline" among the variants for
+/// the ratios. Inference uses the training batch size: buffers shared by the
+/// training and inference passes of a module are then never regrown (growing
+/// a std::vector zero-fills, which would bill the reallocation to whichever
+/// variant keeps fewer separate inference buffers).
 std::map<std::string, Timing> time_variants(const std::vector<std::string>& variants, const data::Dataset& train,
-                                            const data::Dataset& test, const data::Normalization& norm, long batch,
-                                            long rounds, long steps, const std::filesystem::path& csv_path) {
+                                            const data::Normalization& norm, long batch, long rounds, long steps,
+                                            const std::filesystem::path& csv_path) {
   data::Loader<float> loader(train, batch, norm, true, data::Augmentation{2, true}, 1);
   loader.start_epoch();
   std::vector<Tensor<float>> xs(static_cast<std::size_t>(std::min<index_t>(steps, loader.batches())));
   std::vector<std::vector<std::int32_t>> labels(xs.size());
   for (std::size_t i = 0; i < xs.size(); ++i) loader.batch(index_t(i), xs[i], labels[i]);
-  data::Loader<float> test_loader(test, std::min<index_t>(500, test.size()), norm);
-  Tensor<float> test_x;
-  std::vector<std::int32_t> test_labels;
-  test_loader.batch(0, test_x, test_labels);
 
   std::vector<Timed> timed;
   for (const std::string& v : variants) {
     Rng rng(1);
-    with_variant(v, rng, [&](auto&& net) { timed.push_back(make_timed(v, std::move(net), xs, labels, test_x)); });
+    with_variant(v, rng, [&](auto&& net) { timed.push_back(make_timed(v, std::move(net), xs, labels)); });
   }
   for (Timed& t : timed) t.train_steps(), t.infer();  // warm-up: allocation, caches
   std::map<std::string, std::vector<double>> step_s, infer_s;
   std::ofstream csv(csv_path);
   csv << "round,variant,ms_per_step,infer_us_per_image\n";
-  std::fprintf(stderr, "timing: %ld rounds of %zu training steps and %ld inference images per variant\n", rounds,
-               xs.size(), long(test_x.dim(0)));
+  double images = 0;
+  for (const Tensor<float>& x : xs) images += double(x.dim(0));
+  std::fprintf(stderr, "timing: %ld rounds of %zu training steps and inference on the same %.0f images per variant\n",
+               rounds, xs.size(), images);
   for (long r = 0; r < rounds; ++r) {
     for (std::size_t k = 0; k < timed.size(); ++k) {
       Timed& t = timed[(k + std::size_t(r)) % timed.size()];
       const double a = t.train_steps(), b = t.infer();
       step_s[t.variant].push_back(a), infer_s[t.variant].push_back(b);
-      csv << r + 1 << ',' << t.variant << ',' << 1e3 * a / double(xs.size()) << ',' << 1e6 * b / double(test_x.dim(0))
+      csv << r + 1 << ',' << t.variant << ',' << 1e3 * a / double(xs.size()) << ',' << 1e6 * b / images
           << '\n';
     }
     std::fprintf(stderr, "\rtiming: round %ld/%ld", r + 1, rounds);
@@ -236,7 +240,7 @@ std::map<std::string, Timing> time_variants(const std::vector<std::string>& vari
         sr.push_back(step_s[v][r] / step_s["baseline"][r]);
         ir.push_back(infer_s[v][r] / infer_s["baseline"][r]);
       }
-    out[v] = {1e3 * median(step_s[v]) / double(xs.size()), 1e6 * median(infer_s[v]) / double(test_x.dim(0)), median(sr),
+    out[v] = {1e3 * median(step_s[v]) / double(xs.size()), 1e6 * median(infer_s[v]) / images, median(sr),
               median(ir)};
   }
   return out;
@@ -333,7 +337,7 @@ int main(int argc, char** argv) try {
   // Phase 2: timing, then the table from every recorded run of the variants.
   std::map<std::string, Timing> timing;
   if (rounds > 0)
-    timing = time_variants(variants, train, test, norm, s.batch, rounds, timing_steps, out / "timing.csv");
+    timing = time_variants(variants, train, norm, s.batch, rounds, timing_steps, out / "timing.csv");
   const json& runs = records["runs"];
   auto accs = [&](const std::string& v) {
     std::vector<double> acc;
