@@ -266,7 +266,8 @@ int main(int argc, char** argv) try {
     ("timing-steps", "training steps per variant and round", cxxopts::value<long>()->default_value("10"))
     ("train-only", "train the runs not yet recorded, then stop (no timing, no summary)")
     ("fresh", "ignore the runs already recorded in <out>/runs.json")
-    ("out", "output folder", cxxopts::value<std::string>()->default_value("results/laurel_e1"))
+    ("out", "output folder (default results/laurel_e1, or results/laurel_e1_full with --full: the recorded full run, resumed)",
+     cxxopts::value<std::string>())
     ("h,help", "show this help");
   const auto a = cli.parse(argc, argv);
   if (a.count("help")) {
@@ -296,7 +297,7 @@ int main(int argc, char** argv) try {
         variants.push_back(item);
       }
   }
-  const std::filesystem::path out = a["out"].as<std::string>();
+  const std::filesystem::path out = a.count("out") ? a["out"].as<std::string>() : full ? "results/laurel_e1_full" : "results/laurel_e1";
   std::filesystem::create_directories(out);
 
   const auto dir = a["data"].as<std::string>();
