@@ -265,6 +265,7 @@ int main(int argc, char** argv) try {
     ("timing-rounds", "interleaved timing rounds (0 = no timing; default 3, or 7 with --full)", cxxopts::value<long>())
     ("timing-steps", "training steps per variant and round", cxxopts::value<long>()->default_value("10"))
     ("train-only", "train the runs not yet recorded, then stop (no timing, no summary)")
+    ("no-train", "train nothing: time the variants and summarise the runs already recorded")
     ("fresh", "ignore the runs already recorded in <out>/runs.json")
     ("out", "output folder (default results/laurel_e1, or results/laurel_e1_full with --full: the recorded full run, resumed)",
      cxxopts::value<std::string>())
@@ -318,9 +319,10 @@ int main(int argc, char** argv) try {
       if (!recorded(records, v, std::uint64_t(k + 1))) todo.emplace_back(v, std::uint64_t(k + 1));
   const long total_runs = seeds * long(variants.size());
   std::printf("%ld of %ld runs already recorded in %s; %zu to train\n", total_runs - long(todo.size()), total_runs,
-              records_file.string().c_str(), todo.size());
+              records_file.string().c_str(), a.count("no-train") ? std::size_t(0) : todo.size());
   train::Progress progress;
   const auto t_start = std::chrono::steady_clock::now();
+  if (a.count("no-train")) todo.clear();
   for (std::size_t i = 0; i < todo.size(); ++i) {
     const auto& [v, seed] = todo[i];
     const std::string label = "[" + std::to_string(i + 1) + "/" + std::to_string(todo.size()) + "] " + v + " seed " + std::to_string(seed);
@@ -347,12 +349,18 @@ int main(int argc, char** argv) try {
         if (r["seed"].get<long>() <= seeds) acc.push_back(100 * r["test_accuracy"].get<double>());
     return acc;
   };
-  const index_t base_params = runs.contains("baseline") ? runs["baseline"][0]["params"].get<index_t>() : 0;
+  // Parameter counts from the models themselves (every seed builds the same shapes).
+  auto count = [](const std::string& v) {
+    Rng rng(1);
+    ParameterCount pc;
+    with_variant(v, rng, [&](auto&& net) { pc = parameter_count(net); });
+    return pc;
+  };
+  const index_t base_params = count("baseline").total;
   auto added = [&](const std::string& v) -> index_t {
-    if (!runs.contains(v)) return 0;
-    const json& r = runs[v][0];
+    const ParameterCount pc = count(v);
     // "+1 layer" adds whole blocks: its added parameters are its excess over the baseline.
-    return v == "plus1" ? r["params"].get<index_t>() - base_params : r["added_params"].get<index_t>();
+    return v == "plus1" ? pc.total - base_params : pc.added;
   };
   std::ofstream csv(out / "runs.csv");
   csv << "variant,seed,test_accuracy,params,added_params,train_seconds\n";
@@ -411,6 +419,8 @@ int main(int argc, char** argv) try {
                 acc_mean["rw_lr_pa"] - acc_mean["rw_lr4"]);
     j["claims"]["rw_lr_pa_vs_rw_lr"] = held;
   }
+  if (!j.contains("claims"))
+    std::printf("no claim judged: each needs all %ld seed(s) of the variants it compares (see the runs column)\n", seeds);
   io::write_file_atomically(out / "summary.json", j.dump(2) + "\n", "lamina::laurel_e1");
   examples::write_svg_chart((out / "accuracy_vs_params.svg").string(), "E1: LAUREL on Fashion-MNIST", "added parameters (%)",
                             "test accuracy (%)", plot);
