@@ -68,7 +68,7 @@ void BM_SoftmaxRows(benchmark::State& st) {
   auto a = data(n, 1);
   std::vector<float> p(static_cast<std::size_t>(n));
   for (auto _ : st) {
-    if (impl == simd) {  // the row-wise entry point (prefetches the next row)
+    if (impl == simd) {  // the row-wise entry point (prefetches ahead; beyond L2 streams p to memory)
       k::softmax_rows(ConstView<float>(a.data(), Shape{R, row}), View<float>(p.data(), Shape{R, row}));
       benchmark::ClobberMemory();
       continue;
@@ -115,7 +115,7 @@ void BM_KLLogitsRows(benchmark::State& st) {
   std::vector<float> out(static_cast<std::size_t>(R));
   float sink = 0;
   for (auto _ : st) {
-    if (impl == simd) {  // the row-wise entry point (prefetches the next rows)
+    if (impl == simd) {  // the row-wise entry point (prefetches ahead)
       k::kl_logits_rows(ConstView<float>(a.data(), Shape{R, row}), ConstView<float>(b.data(), Shape{R, row}),
                         View<float>(out.data(), Shape{R}));
       benchmark::DoNotOptimize(out.data());

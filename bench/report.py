@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs a lamina benchmark binary with repetitions and prints, per kernel and
 size, the median GB/s, the % of the triad ceiling measured in the same run, and
-the speed-up over the scalar reference and the Eigen composition.
+the speed-up over the scalar reference and the Eigen composition. Repetitions
+run in random order across benchmarks (Google Benchmark's random interleaving).
 
     bench/report.py build/native/bench/bench_kernels [--repetitions 5] [--json out.json] [--benchmark_filter=...]
 """
@@ -16,8 +17,10 @@ IMPL = {0: "simd", 1: "scalar", 2: "eigen"}
 
 
 def run(binary, reps, extra):
+    # Repetitions in random order across benchmarks: on a noisy machine a slow
+    # spell then hits the triad and the kernels alike instead of one of them.
     cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={reps}",
-           "--benchmark_report_aggregates_only=false"] + extra
+           "--benchmark_report_aggregates_only=false", "--benchmark_enable_random_interleaving=true"] + extra
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 

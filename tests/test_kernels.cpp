@@ -4,11 +4,14 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "lamina/core/random.hpp"
 #include "lamina/kernels/depthwise_conv3x3.hpp"
+#include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
 #include "lamina/kernels/softmax.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
@@ -49,6 +52,92 @@ index_t max_len() {
   return 3 * k::lanes<T> + 2;
 }
 }  // namespace
+
+namespace {
+// Distance in units in the last place between two finite floats of the same sign or zero.
+std::int64_t ulps(float a, float b) {
+  auto key = [](float x) {
+    std::int32_t i;
+    std::memcpy(&i, &x, sizeof i);
+    return i < 0 ? std::int64_t(std::numeric_limits<std::int32_t>::min()) - i : std::int64_t(i);
+  };
+  return std::abs(key(a) - key(b));
+}
+}  // namespace
+
+TEST_CASE("vexp is within 2 ulp of the correctly rounded exp over the float range", "[kernels][exp]") {
+  std::vector<float> x;
+  Rng rng(17);
+  for (int i = 0; i < 200000; ++i) x.push_back(float(rng.uniform(-110, 90)));
+  for (int i = 0; i < 20000; ++i) x.push_back(float(rng.uniform(-1, 1)));
+  // Reduction boundaries (k ln2 ± ln2/2), the subnormal and overflow edges.
+  for (int k = -150; k <= 128; ++k)
+    for (double d : {-0.5, -0.4999, 0.0, 0.4999, 0.5}) x.push_back(float((k + d) * std::log(2.0)));
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, 88.7228f, 88.73f, -87.33f, -87.34f, -103.27f, -103.28f, -103.97f, -104.0f, -104.1f})
+    x.push_back(v);
+  std::vector<float> y(x.size());
+  k::vexp(x.data(), y.data(), index_t(x.size()));
+  std::int64_t worst = 0;
+  float at = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const float ref = float(std::exp(double(x[i])));
+    INFO("x " << x[i] << " vexp " << y[i] << " exp " << ref);
+    if (std::isinf(ref)) {
+      REQUIRE(y[i] == ref);
+      continue;
+    }
+    REQUIRE(std::isfinite(y[i]));
+    const std::int64_t u = ulps(y[i], ref);
+    if (u > worst) worst = u, at = x[i];
+  }
+  INFO("worst " << worst << " ulp at x = " << at);
+  CHECK(worst <= 2);
+
+  // Special values, in the vector body (the first lanes) and the scalar tail.
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> s(std::size_t(k::lanes<float>) + 5, 1.0f), e(s.size());
+  for (std::size_t off : {std::size_t(0), s.size() - 5}) {
+    std::fill(s.begin(), s.end(), 1.0f);
+    s[off] = -inf, s[off + 1] = inf, s[off + 2] = nan, s[off + 3] = -1000.0f, s[off + 4] = 1000.0f;
+    k::vexp(s.data(), e.data(), index_t(s.size()));
+    CHECK(e[off] == 0.0f);
+    CHECK(e[off + 1] == inf);
+    CHECK(std::isnan(e[off + 2]));
+    CHECK(e[off + 3] == 0.0f);
+    CHECK(e[off + 4] == inf);
+  }
+}
+
+TEMPLATE_TEST_CASE("row kernels on matrices in cache and beyond L2 (prefetching, streamed stores) equal the reference", "[kernels][softmax][kl]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 2e-6 : 1e-14;
+  // A few rows prefetch the next row; > 1 MiB per matrix also streams the
+  // output. Odd widths and an output start one element past a vector
+  // boundary exercise the streamed head and tail.
+  for (index_t n : {index_t(1024), index_t(1000), index_t(3 * k::lanes<T> + 1)}) {
+    const index_t many = index_t(1 << 21) / (n * index_t(sizeof(T))) + 3;
+    for (index_t R : {index_t(5), many})
+      for (index_t off : {0, 1}) {
+        INFO("n " << n << " rows " << R << " offset " << off);
+        auto a = randv<T>(R * n + off, std::uint64_t(n + off)), b = randv<T>(R * n + off, std::uint64_t(n + 7));
+        a[std::size_t(off + 5)] = -T(inf);  // a masked entry
+        std::vector<T> p(std::size_t(R * n + off), T(-7)), r(static_cast<std::size_t>(n));
+        k::softmax_rows(ConstView<T>(a.data() + off, Shape{R, n}), View<T>(p.data() + off, Shape{R, n}));
+        if (off) REQUIRE(p[0] == T(-7));  // nothing written before the matrix
+        for (index_t row : {index_t(0), index_t(1), R / 2, R - 1}) {
+          k::ref::softmax(a.data() + off + row * n, r.data(), n);
+          for (index_t i = 0; i < n; ++i) REQUIRE(close(p[std::size_t(off + row * n + i)], r[std::size_t(i)], tol, 1e-30));
+        }
+        a[std::size_t(off + 5)] = T(0.5);  // KL of a −Inf logit is NaN (0·∞): tested with the adversarial values
+        std::vector<T> kl(static_cast<std::size_t>(R));
+        k::kl_logits_rows(ConstView<T>(a.data() + off, Shape{R, n}), ConstView<T>(b.data() + off, Shape{R, n}), View<T>(kl.data(), Shape{R}));
+        for (index_t row : {index_t(0), index_t(1), R / 2, R - 1}) {
+          const T ref = k::ref::kl_logits(a.data() + off + row * n, b.data() + off + row * n, n);
+          REQUIRE(close(kl[std::size_t(row)], ref, 10 * tol, 10 * tol));
+        }
+      }
+  }
+}
 
 TEMPLATE_TEST_CASE("softmax and log_softmax equal the reference at every tail length and offset", "[kernels][softmax]", float, double) {
   using T = TestType;

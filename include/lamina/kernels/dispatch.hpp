@@ -8,6 +8,7 @@
 #include <span>
 
 #include "lamina/kernels/depthwise_conv3x3.hpp"
+#include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
 #include "lamina/kernels/softmax.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
@@ -28,6 +29,7 @@ struct KernelTable {
   void (*depthwise_conv3x3)(const T* x, const T* w, T* y, index_t B, index_t C, index_t H, index_t W);
   void (*depthwise_conv3x3_backward)(const T* x, const T* w, const T* dy, T* dx, T* dw, index_t B, index_t C,
                                      index_t H, index_t W);
+  void (*exp)(const T* x, T* y, index_t n);
 };
 
 inline namespace LAMINA_KERNELS_ISA_NS {
@@ -49,7 +51,8 @@ KernelTable<T> make_table() {
           },
           static_cast<void (*)(const T*, const T*, T*, index_t, index_t, index_t, index_t)>(&depthwise_conv3x3<Arch, T>),
           static_cast<void (*)(const T*, const T*, const T*, T*, T*, index_t, index_t, index_t, index_t)>(
-              &depthwise_conv3x3_backward<Arch, T>)};
+              &depthwise_conv3x3_backward<Arch, T>),
+          &vexp<Arch, T>};
 }
 }  // namespace LAMINA_KERNELS_ISA_NS
 

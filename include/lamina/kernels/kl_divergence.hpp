@@ -89,8 +89,10 @@ struct KLState {
 
 namespace detail {
 /// Fused KL of rows that stay in cache: the maxima first (one vector pass over
-/// both rows), then one pass of exps and sums with no rescaling.
-template <class Arch, class T>
+/// both rows), then one pass of exps and sums with no rescaling. Rows of
+/// matrices (Mode ≠ Rows::one, from kl_logits_rows) prefetch two rows ahead
+/// during the exp pass, as softmax_cached does.
+template <class Arch, class T, detail::Rows Mode = detail::Rows::one>
 T kl_logits_cached(const T* a, const T* b, index_t n) {
   using V = batch<T, Arch>;
   constexpr index_t W = index_t(V::size), U = 2 * W;
@@ -100,15 +102,19 @@ T kl_logits_cached(const T* a, const T* b, index_t n) {
   V sa0(T(0)), sa1(T(0)), t0(T(0)), t1(T(0)), sb0(T(0)), sb1(T(0));
   index_t i = 0;
   for (; i + U <= n; i += U) {
+    if constexpr (Mode != Rows::one) {
+      prefetch_block<U>(a + 2 * n + i);
+      prefetch_block<U>(b + 2 * n + i);
+    }
     const V a0 = V::load_unaligned(a + i), a1 = V::load_unaligned(a + i + W), b0 = V::load_unaligned(b + i),
             b1 = V::load_unaligned(b + i + W);
-    const V e0 = xsimd::exp(a0 - ma), e1 = xsimd::exp(a1 - ma);
+    const V e0 = vexp(a0 - ma), e1 = vexp(a1 - ma);
     sa0 += e0;
     sa1 += e1;
     t0 = xsimd::fma(e0, a0 - b0, t0);
     t1 = xsimd::fma(e1, a1 - b1, t1);
-    sb0 += xsimd::exp(b0 - mb);
-    sb1 += xsimd::exp(b1 - mb);
+    sb0 += vexp(b0 - mb);
+    sb1 += vexp(b1 - mb);
   }
   T sa = xsimd::hadd(sa0 + sa1), t = xsimd::hadd(t0 + t1), sb = xsimd::hadd(sb0 + sb1);
   for (; i < n; ++i) {
@@ -145,7 +151,7 @@ T kl_logits(const T* a, const T* b, index_t n) {
         const V ba = xsimd::max(xsimd::max(av[0], av[1]), xsimd::max(av[2], av[3]));
         const V bb = xsimd::max(xsimd::max(bv[0], bv[1]), xsimd::max(bv[2], bv[3]));
         if (xsimd::any(ba > ma)) {
-          const V nm = xsimd::max(ma, ba), r = xsimd::exp(ma - nm);
+          const V nm = xsimd::max(ma, ba), r = vexp(ma - nm);
           for (int k = 0; k < 4; ++k) {
             sa[k] *= r;
             t[k] *= r;
@@ -155,16 +161,16 @@ T kl_logits(const T* a, const T* b, index_t n) {
           ma = nm;
         }
         if (xsimd::any(bb > mb)) {
-          const V nm = xsimd::max(mb, bb), r = xsimd::exp(mb - nm);
+          const V nm = xsimd::max(mb, bb), r = vexp(mb - nm);
           for (int k = 0; k < 4; ++k) sb[k] *= r;
           sb_tot *= r;
           mb = nm;
         }
         for (int k = 0; k < 4; ++k) {
-          const V e = xsimd::exp(av[k] - ma);
+          const V e = vexp(av[k] - ma);
           sa[k] += e;
           t[k] = xsimd::fma(e, av[k] - bv[k], t[k]);
-          sb[k] += xsimd::exp(bv[k] - mb);
+          sb[k] += vexp(bv[k] - mb);
         }
       }
       sa_tot += (sa[0] + sa[1]) + (sa[2] + sa[3]);
@@ -172,7 +178,7 @@ T kl_logits(const T* a, const T* b, index_t n) {
       sb_tot += (sb[0] + sb[1]) + (sb[2] + sb[3]);
     }
     const T Ma = detail::hmax(ma), Mb = detail::hmax(mb);
-    const V ra = xsimd::exp(ma - V(Ma)), rb = xsimd::exp(mb - V(Mb));
+    const V ra = vexp(ma - V(Ma)), rb = vexp(mb - V(Mb));
     st.ma = Ma;
     st.sa = xsimd::hadd(sa_tot * ra);
     st.t = xsimd::hadd(t_tot * ra);
@@ -204,13 +210,12 @@ void kl_logits_rows(ConstView<T> a, ConstView<T> b, View<T> out) {
   require_contiguous(a, "kl_logits_rows", "a");
   require_contiguous(b, "kl_logits_rows", "b");
   const index_t n = a.dim(1);
-  const bool far = detail::beyond_l2<T>(2 * a.size(), n);
-  for (index_t r = 0; r < a.dim(0); ++r) {
-    if (far && r + 1 < a.dim(0)) {
-      detail::prefetch(a.data() + (r + 1) * n, n);
-      detail::prefetch(b.data() + (r + 1) * n, n);
-    }
-    out.data()[r] = kl_logits<Arch>(a.data() + r * n, b.data() + r * n, n);
+  T* o = out.data();
+  if (detail::rows_mode<T>(2 * a.size(), n) != detail::Rows::one) {  // no output stream: prefetching is all
+    for (index_t r = 0; r < a.dim(0); ++r)
+      o[r] = detail::kl_logits_cached<Arch, T, detail::Rows::cached>(a.data() + r * n, b.data() + r * n, n);
+  } else {
+    for (index_t r = 0; r < a.dim(0); ++r) o[r] = kl_logits<Arch>(a.data() + r * n, b.data() + r * n, n);
   }
 }
 

@@ -7,7 +7,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <type_traits>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "lamina/core/tensor.hpp"
 
@@ -42,41 +47,70 @@ T hmax(const batch<T, Arch>& v) noexcept {
   return m;
 }
 
-/// Asks for the n elements at p to be brought towards the cache (the next row
-/// of a row-wise kernel, fetched while the current one is computed).
-template <class T>
-void prefetch(const T* p, index_t n) noexcept {
+/// Asks for the lines of [p, p + m) (m elements, a compile-time vector block)
+/// to be brought towards the cache: the same block of the next row of a
+/// row-wise kernel, fetched while the current one is computed.
+template <index_t m, class T>
+void prefetch_block(const T* p) noexcept {
   const char* c = reinterpret_cast<const char*>(p);
-  for (index_t b = 0; b < n * index_t(sizeof(T)); b += 64) __builtin_prefetch(c + b);
+  for (index_t b = 0; b < m * index_t(sizeof(T)); b += 64) __builtin_prefetch(c + b);
 }
 
-/// Whether a row-wise kernel over `total` elements in rows of n should prefetch
-/// the next row: only when the data cannot sit in L2 (about 1 MiB) and a row is
-/// short enough to fetch whole.
+/// Stores v at p without first reading p's line into the cache (a
+/// non-temporal store), for output that goes to memory and is not read again
+/// soon. p must be aligned to the vector width. Other ISAs store normally.
+template <class Arch, class T>
+void stream_store(T* p, const batch<T, Arch>& v) noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+    if constexpr (std::is_same_v<T, float>) _mm512_stream_ps(p, v);
+    else _mm512_stream_pd(p, v);
+    return;
+  } else if constexpr (std::is_base_of_v<xsimd::avx, Arch>) {
+    if constexpr (std::is_same_v<T, float>) _mm256_stream_ps(p, v);
+    else _mm256_stream_pd(p, v);
+    return;
+  } else if constexpr (std::is_base_of_v<xsimd::sse2, Arch>) {
+    if constexpr (std::is_same_v<T, float>) _mm_stream_ps(p, v);
+    else _mm_stream_pd(p, v);
+    return;
+  }
+#endif
+  v.store_aligned(p);
+}
+
+/// Orders the non-temporal stores before any later store (they are weakly
+/// ordered), so that other threads see the data once the kernel returns.
+template <class Arch>
+void stream_fence() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (std::is_base_of_v<xsimd::sse2, Arch> || std::is_base_of_v<xsimd::avx, Arch> ||
+                std::is_base_of_v<xsimd::avx512f, Arch>)
+    _mm_sfence();
+#endif
+}
+
+/// How a row kernel treats the memory around its row (set by the row-wise
+/// drivers, softmax_rows and kl_logits_rows).
+enum class Rows {
+  one,       ///< a row on its own
+  cached,    ///< the next rows follow contiguously: prefetch the row after next during the exp pass
+  streamed,  ///< as cached, and the output goes to memory: non-temporal stores (the driver fences)
+};
+
+/// The mode for a row-wise kernel over `total` elements in rows of n: prefetch
+/// ahead when a row is short enough to fetch whole (≤ 16 KiB), and
+/// stream the output when the data cannot stay in L2 (about 1 MiB).
 template <class T>
-constexpr bool beyond_l2(index_t total, index_t n) noexcept {
-  return total * index_t(sizeof(T)) > (index_t(1) << 20) && n * index_t(sizeof(T)) <= 16384;
+constexpr Rows rows_mode(index_t total, index_t n) noexcept {
+  if (n * index_t(sizeof(T)) > 16384) return Rows::one;
+  return total * index_t(sizeof(T)) > (index_t(1) << 20) ? Rows::streamed : Rows::cached;
 }
 
 /// The running maximum starts at the lowest finite value, not −∞: then a −∞
 /// input gives exp(−∞ − m) = 0 instead of exp(−∞ + ∞) = NaN.
 template <class T>
 inline constexpr T lowest = std::numeric_limits<T>::lowest();
-
-/// Online (max, scaled sum) of exp: the state of one accumulator.
-template <class V>
-struct OnlineSum {
-  V m, s;
-  /// Adds exp(x − m) to s, raising m (and rescaling s) when x exceeds it.
-  void add(const V& x) noexcept {
-    if (xsimd::any(x > m)) {
-      const V nm = xsimd::max(m, x);
-      s *= xsimd::exp(m - nm);
-      m = nm;
-    }
-    s += xsimd::exp(x - m);
-  }
-};
 
 /// Merges (m2, s2) into (m1, s1) for scalars: s = s1 e^{m1−M} + s2 e^{m2−M}.
 template <class T>
