@@ -108,6 +108,47 @@ TEST_CASE("vexp is within 2 ulp of the correctly rounded exp over the float rang
   }
 }
 
+TEST_CASE("vexp_nonpos is within 3e-7 + 3e-9|x| relative of exp on x <= 0", "[kernels][exp]") {
+  using V = k::batch<float, k::default_arch>;
+  constexpr std::size_t W = V::size;
+  std::vector<float> x;
+  Rng rng(29);
+  for (int i = 0; i < 200000; ++i) x.push_back(float(rng.uniform(-110, 0)));
+  for (int i = 0; i < 20000; ++i) x.push_back(float(rng.uniform(-1, 0)));
+  // Both reductions' boundaries ((32q + j ± 1/2) ln2/32), the subnormal edge, zeros.
+  for (int m = -4800; m <= 0; ++m)
+    for (double d : {-0.5, -0.4999, 0.0, 0.4999}) x.push_back(float(std::min(0.0, (m + d) * std::log(2.0) / 32)));
+  for (float v : {0.0f, -0.0f, -1e-30f, -87.33f, -87.34f, -103.27f, -103.28f, -103.97f, -104.0f, -104.1f, -1e6f})
+    x.push_back(v);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), ninf = -std::numeric_limits<float>::infinity();
+  x.push_back(ninf);
+  x.push_back(nan);
+  while (x.size() % W) x.push_back(-1.0f);
+  std::vector<float> y(x.size());
+  for (std::size_t i = 0; i < x.size(); i += W) k::vexp_nonpos(V::load_unaligned(x.data() + i)).store_unaligned(y.data() + i);
+  double worst = 0;
+  float at = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    INFO("x " << x[i] << " vexp_nonpos " << y[i]);
+    if (std::isnan(x[i])) {
+      CHECK(std::isnan(y[i]));
+      continue;
+    }
+    const double ref = std::exp(double(x[i]));
+    REQUIRE(std::isfinite(y[i]));
+    REQUIRE(y[i] >= 0.0f);
+    const double bound = 3e-7 + 3e-9 * std::min(std::abs(double(x[i])), 1e6);  // finite for x = −Inf (y must be 0)
+    if (ref < 1.2e-38) {  // subnormal results: the bound plus one spacing 2^-149 (scalef rounds once more)
+      CHECK(std::abs(double(y[i]) - ref) <= bound * ref + 1.41e-45);
+      continue;
+    }
+    const double rel = std::abs(double(y[i]) - ref) / ref / bound;
+    if (rel > worst) worst = rel, at = x[i];
+  }
+  INFO("worst error " << worst << " of the bound, at x = " << at);
+  CHECK(worst <= 1.0);
+}
+
 TEMPLATE_TEST_CASE("row kernels on matrices in cache and beyond L2 (prefetching, streamed stores) equal the reference", "[kernels][softmax][kl]", float, double) {
   using T = TestType;
   const double tol = std::is_same_v<T, float> ? 2e-6 : 1e-14;

@@ -11,7 +11,9 @@
 // one pass over a and b with online log-sum-exp for both and the weighted sum
 // t = Σ e^{a_i − m_a}(a_i − b_i) rescaled with the a-sum; no temporaries. Rows
 // that fit in cache (≤ 64 Ki elements) find both maxima first (a pass over
-// cached data) and skip the rescaling.
+// cached data) and skip the rescaling. Every exp has a max-shifted argument
+// (≤ 0) and feeds a sum, so it is vexp_nonpos (kernels/exp.hpp): 2 exps per
+// element make this kernel compute-bound.
 // Non-finite: NaN or +Inf in a row gives NaN.
 #include "lamina/kernels/softmax.hpp"
 
@@ -108,13 +110,13 @@ T kl_logits_cached(const T* a, const T* b, index_t n) {
     }
     const V a0 = V::load_unaligned(a + i), a1 = V::load_unaligned(a + i + W), b0 = V::load_unaligned(b + i),
             b1 = V::load_unaligned(b + i + W);
-    const V e0 = vexp(a0 - ma), e1 = vexp(a1 - ma);
+    const V e0 = vexp_nonpos(a0 - ma), e1 = vexp_nonpos(a1 - ma);
     sa0 += e0;
     sa1 += e1;
     t0 = xsimd::fma(e0, a0 - b0, t0);
     t1 = xsimd::fma(e1, a1 - b1, t1);
-    sb0 += vexp(b0 - mb);
-    sb1 += vexp(b1 - mb);
+    sb0 += vexp_nonpos(b0 - mb);
+    sb1 += vexp_nonpos(b1 - mb);
   }
   T sa = xsimd::hadd(sa0 + sa1), t = xsimd::hadd(t0 + t1), sb = xsimd::hadd(sb0 + sb1);
   for (; i < n; ++i) {
@@ -167,10 +169,10 @@ T kl_logits(const T* a, const T* b, index_t n) {
           mb = nm;
         }
         for (int k = 0; k < 4; ++k) {
-          const V e = vexp(av[k] - ma);
+          const V e = vexp_nonpos(av[k] - ma);
           sa[k] += e;
           t[k] = xsimd::fma(e, av[k] - bv[k], t[k]);
-          sb[k] += vexp(bv[k] - mb);
+          sb[k] += vexp_nonpos(bv[k] - mb);
         }
       }
       sa_tot += (sa[0] + sa[1]) + (sa[2] + sa[3]);
