@@ -54,13 +54,16 @@ batch<float, Arch> vexp(batch<float, Arch> x) noexcept {
                                         1.189207077e+00f, 1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f,
                                         1.414213538e+00f, 1.476826191e+00f, 1.542210817e+00f, 1.610490322e+00f,
                                         1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f, 1.915206552e+00f);
-    const V k = xsimd::fma(x, V(23.0831206542234f), shift);  // bits of k end in 16q + j
-    const V kq = k - shift;
-    V r = xsimd::fnma(kq, V(0.693359375f / 16), x);  // ln2/16 split as below (kq·hi exact for |kq| < 2^15)
-    r = xsimd::fnma(kq, V(-2.12194440e-4f / 16), r);
-    const V t = _mm512_permutexvar_ps(_mm512_castps_si512(k), table);  // 2^(j/16): vpermps reads the low 4 bits
-    const V em1 = xsimd::fma(xsimd::fma(V(1.0f / 6), r, V(0.5f)), r, V(1.0f)) * r;  // e^r − 1, error < r⁴/24 ≈ 1e-8
-    return _mm512_scalef_ps(xsimd::fma(t, em1, t), kq * V(0.0625f));               // t·e^r · 2^⌊kq/16⌋
+    // The FMAs are intrinsics: a fused reduction is what keeps r exact, and
+    // xsimd's fma/fnma are not always fused at -O1 (the sanitizer builds).
+    const __m512 k = _mm512_fmadd_ps(x, _mm512_set1_ps(23.0831206542234f), shift);  // bits of k end in 16q + j
+    const __m512 kq = _mm512_sub_ps(k, shift);
+    __m512 r = _mm512_fnmadd_ps(kq, _mm512_set1_ps(0.693359375f / 16), x);  // ln2/16 split as below
+    r = _mm512_fnmadd_ps(kq, _mm512_set1_ps(-2.12194440e-4f / 16), r);
+    const __m512 t = _mm512_permutexvar_ps(_mm512_castps_si512(k), table);  // 2^(j/16): vpermps reads the low 4 bits
+    const __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 6), r, _mm512_set1_ps(0.5f));
+    const __m512 em1 = _mm512_mul_ps(_mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f)), r);  // e^r − 1, error < r⁴/24
+    return _mm512_scalef_ps(_mm512_fmadd_ps(t, em1, t), _mm512_mul_ps(kq, _mm512_set1_ps(0.0625f)));  // ·2^⌊kq/16⌋
   }
   const V k = xsimd::fma(x, V(1.44269504088896341f), shift) - shift;
   V r = xsimd::fnma(k, V(0.693359375f), x);  // ln2 split in a part exact in k·hi and the rest
@@ -98,12 +101,14 @@ batch<float, Arch> vexp_nonpos(batch<float, Arch> x) noexcept {
                                      1.834008098e+00f, 1.874167681e+00f, 1.915206552e+00f, 1.957144141e+00f);
     x = xsimd::max(V(-104.0f), x);  // −Inf → −104 (result 0); NaN passes (see vexp)
     const V shift(12582912.0f);
-    const V k = xsimd::fma(x, V(46.1662413084468f), shift);  // bits of k end in 32q + j
-    const V kq = k - shift;
-    const V r = xsimd::fnma(kq, V(0.0216608494520187f), x);
-    const V t = _mm512_permutex2var_ps(lo, _mm512_castps_si512(k), hi);  // 2^(j/32)
-    const V em1 = xsimd::fma(V(0.4999999801f), r, V(1.000014645f)) * r;  // e^r − 1 on |r| ≤ ln2/64
-    return _mm512_scalef_ps(xsimd::fma(t, em1, t), kq * V(0.03125f));
+    // Intrinsic FMAs: the one-constant reduction is exact only if fused (see vexp).
+    const __m512 k = _mm512_fmadd_ps(x, _mm512_set1_ps(46.1662413084468f), shift);  // bits of k end in 32q + j
+    const __m512 kq = _mm512_sub_ps(k, shift);
+    const __m512 r = _mm512_fnmadd_ps(kq, _mm512_set1_ps(0.0216608494520187f), x);
+    const __m512 t = _mm512_permutex2var_ps(lo, _mm512_castps_si512(k), hi);  // 2^(j/32)
+    const __m512 em1 =
+        _mm512_mul_ps(_mm512_fmadd_ps(_mm512_set1_ps(0.4999999801f), r, _mm512_set1_ps(1.000014645f)), r);  // e^r − 1
+    return _mm512_scalef_ps(_mm512_fmadd_ps(t, em1, t), _mm512_mul_ps(kq, _mm512_set1_ps(0.03125f)));
   } else {
     return vexp(x);
   }
