@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lamina/core/aligned.hpp"
 #include "lamina/core/error.hpp"
 
 namespace lamina {
@@ -228,7 +229,7 @@ class Tensor {
 
  private:
   Shape shape_ = Shape{0};  // an empty tensor, not a rank-0 scalar
-  std::vector<T, Eigen::aligned_allocator<T>> data_;
+  aligned_vector<T> data_;
 };
 
 /// Throws shape_error unless v is contiguous.

@@ -209,7 +209,7 @@ class Conv2d {
     index_t B, H, W, Ho, Wo, K, P, in_image, out_image;
   };
   struct Scratch {
-    std::vector<T, Eigen::aligned_allocator<T>> col, dW, db;
+    aligned_vector<T> col, dW, db;
     bool used = false;
   };
 
