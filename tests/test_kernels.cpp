@@ -149,6 +149,56 @@ TEST_CASE("vexp_nonpos is within 3e-7 + 3e-9|x| relative of exp on x <= 0", "[ke
   CHECK(worst <= 1.0);
 }
 
+TEST_CASE("vexp_nonpos_unclamped equals vexp_nonpos down to -9e4 and is never finite and wrong below", "[kernels][exp]") {
+  using V = k::batch<float, k::default_arch>;
+  constexpr std::size_t W = V::size;
+  std::vector<float> x;
+  Rng rng(31);
+  for (int i = 0; i < 50000; ++i) x.push_back(float(rng.uniform(-110, 0)));
+  for (int i = 0; i < 50000; ++i) x.push_back(-float(std::exp(rng.uniform(0, 70))));  // −1 … −2.5e30
+  for (float v : {0.0f, -0.0f, -104.0f, -105.0f, -9e4f, -90852.0f, -90853.0f, -1e5f, -5.4e5f, -1e6f, -1e20f, -1e30f,
+                  -std::numeric_limits<float>::max(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN()})
+    x.push_back(v);
+  while (x.size() % W) x.push_back(-1.0f);
+  for (std::size_t i = 0; i < x.size(); i += W) {
+    const V v = V::load_unaligned(x.data() + i);
+    float fast[64], clamped[64];
+    k::detail::vexp_nonpos_unclamped(v).store_unaligned(fast);
+    k::vexp_nonpos(v).store_unaligned(clamped);
+    for (std::size_t l = 0; l < W; ++l) {
+      INFO("x " << x[i + l] << " unclamped " << fast[l] << " clamped " << clamped[l]);
+      if (x[i + l] >= -9e4f) CHECK(std::memcmp(&fast[l], &clamped[l], sizeof(float)) == 0);
+      else CHECK((fast[l] == 0.0f || !std::isfinite(fast[l])));  // the KL's non-finite check redoes such rows
+    }
+  }
+}
+
+TEST_CASE("fused KL from logits is exact for logits far below the rest (its fast path's fallback)", "[kernels][kl]") {
+  // The cached path first runs without the −Inf clamp; huge negative logits make
+  // that try non-finite and the clamped pass must then give the reference value.
+  for (index_t n : {index_t(200), index_t(1024)})
+    for (float low : {-1e5f, -1e20f, -1e30f, -std::numeric_limits<float>::max()})
+      for (int side : {0, 1}) {
+        INFO("n " << n << " low logit " << low << (side ? " in b" : " in a"));
+        auto a = randv<float>(n, 41), b = randv<float>(n, 42);
+        (side ? b : a)[7] = low;
+        std::vector<double> ad(a.begin(), a.end()), bd(b.begin(), b.end());
+        const double ref = k::ref::kl_logits(ad.data(), bd.data(), n);
+        REQUIRE(std::isfinite(ref));
+        CHECK(close(k::kl_logits(a.data(), b.data(), n), ref, 1e-5, 1e-6));
+        const index_t R = 3;  // the matrix driver, with the row in the middle
+        std::vector<float> am(static_cast<std::size_t>(R * n)), bm(am), kl(static_cast<std::size_t>(R));
+        for (index_t r = 0; r < R; ++r) {
+          std::copy(a.begin(), a.end(), am.begin() + r * n);
+          std::copy(b.begin(), b.end(), bm.begin() + r * n);
+        }
+        k::kl_logits_rows(ConstView<float>(am.data(), Shape{R, n}), ConstView<float>(bm.data(), Shape{R, n}),
+                          View<float>(kl.data(), Shape{R}));
+        for (index_t r = 0; r < R; ++r) CHECK(close(kl[std::size_t(r)], ref, 1e-5, 1e-6));
+      }
+}
+
 TEMPLATE_TEST_CASE("row kernels on matrices in cache and beyond L2 (prefetching, streamed stores) equal the reference", "[kernels][softmax][kl]", float, double) {
   using T = TestType;
   const double tol = std::is_same_v<T, float> ? 2e-6 : 1e-14;
