@@ -13,6 +13,7 @@
 #include <Eigen/Core>
 #include <vector>
 
+#include "lamina/core/aligned.hpp"
 #include "lamina/core/random.hpp"
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
@@ -25,9 +26,13 @@ using Vec = Eigen::Map<Eigen::ArrayXf>;
 using CVec = Eigen::Map<const Eigen::ArrayXf>;
 
 namespace {
-std::vector<float> data(index_t n, std::uint64_t seed, float lo = -4, float hi = 4) {
+// Every array is 64-byte aligned, as lamina::Tensor stores its data (a plain
+// std::vector's large blocks start 16 bytes past a page, which splits every
+// AVX-512 load over two cache lines).
+using Buffer = aligned_vector<float>;
+Buffer data(index_t n, std::uint64_t seed, float lo = -4, float hi = 4) {
   Rng r(seed);
-  std::vector<float> v(static_cast<std::size_t>(n));
+  Buffer v(static_cast<std::size_t>(n));
   for (float& x : v) x = float(r.uniform(lo, hi));
   return v;
 }
@@ -66,7 +71,7 @@ void BM_Copy(benchmark::State& st) {
 void BM_SoftmaxRows(benchmark::State& st) {
   const index_t n = st.range(0), impl = st.range(1), R = n / row;
   auto a = data(n, 1);
-  std::vector<float> p(static_cast<std::size_t>(n));
+  Buffer p(static_cast<std::size_t>(n));
   for (auto _ : st) {
     if (impl == simd) {  // the row-wise entry point (prefetches ahead; beyond L2 streams p to memory)
       k::softmax_rows(ConstView<float>(a.data(), Shape{R, row}), View<float>(p.data(), Shape{R, row}));
@@ -93,7 +98,7 @@ void BM_SoftmaxRows(benchmark::State& st) {
 void BM_SoftmaxLongRow(benchmark::State& st) {
   const index_t n = st.range(0), impl = st.range(1);
   auto a = data(n, 1);
-  std::vector<float> p(static_cast<std::size_t>(n));
+  Buffer p(static_cast<std::size_t>(n));
   for (auto _ : st) {
     if (impl == simd) k::softmax(a.data(), p.data(), n);
     else if (impl == scalar) k::ref::softmax(a.data(), p.data(), n);
@@ -162,12 +167,12 @@ void BM_KLProbsRows(benchmark::State& st) {
 constexpr index_t agg_t = 4;
 void BM_Aggregation(benchmark::State& st) {
   const index_t L = st.range(0), impl = st.range(1);
-  std::vector<std::vector<float>> v;
+  std::vector<Buffer> v;
   std::vector<const float*> vp;
   for (index_t s = 0; s < agg_t; ++s) v.push_back(data(L, std::uint64_t(s + 1)));
   for (auto& x : v) vp.push_back(x.data());
   const std::vector<float> w{0.1f, 0.2f, 0.3f, 0.4f};
-  std::vector<float> o(static_cast<std::size_t>(L));
+  Buffer o(static_cast<std::size_t>(L));
   for (auto _ : st) {
     if (impl == simd) k::weighted_sum<k::default_arch, float>(vp, w, o.data(), L);
     else if (impl == scalar) k::ref::weighted_sum<float>(vp, w, o.data(), L);
@@ -182,7 +187,7 @@ void BM_Aggregation(benchmark::State& st) {
 }
 void BM_AggregationBackward(benchmark::State& st) {
   const index_t L = st.range(0), impl = st.range(1);
-  std::vector<std::vector<float>> v, dv;
+  std::vector<Buffer> v, dv;
   std::vector<const float*> vp;
   std::vector<float*> dvp;
   for (index_t s = 0; s < agg_t; ++s) {
@@ -214,7 +219,7 @@ void BM_AggregationBackward(benchmark::State& st) {
 void BM_DepthwiseConv3x3(benchmark::State& st) {
   const index_t B = st.range(0), impl = st.range(1), C = 16, H = 28, W = 28, n = B * C * H * W;
   auto x = data(n, 1), w = data(C * 9, 2);
-  std::vector<float> y(static_cast<std::size_t>(n));
+  Buffer y(static_cast<std::size_t>(n));
   for (auto _ : st) {
     if (impl == simd) k::depthwise_conv3x3(x.data(), w.data(), y.data(), B, C, H, W);
     else k::ref::depthwise_conv3x3(x.data(), w.data(), y.data(), B, C, H, W);
@@ -225,7 +230,7 @@ void BM_DepthwiseConv3x3(benchmark::State& st) {
 void BM_DepthwiseConv3x3Backward(benchmark::State& st) {
   const index_t B = st.range(0), impl = st.range(1), C = 16, H = 28, W = 28, n = B * C * H * W;
   auto x = data(n, 1), w = data(C * 9, 2), dy = data(n, 3);
-  std::vector<float> dx(static_cast<std::size_t>(n)), dw(static_cast<std::size_t>(C * 9));
+  Buffer dx(static_cast<std::size_t>(n)), dw(static_cast<std::size_t>(C * 9));
   for (auto _ : st) {
     if (impl == simd) k::depthwise_conv3x3_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), B, C, H, W);
     else k::ref::depthwise_conv3x3_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), B, C, H, W);
