@@ -72,9 +72,9 @@ TEST_CASE("Eigen adapters are zero-copy in both directions", "[tensor][eigen]") 
 TEST_CASE("Tensor owns aligned storage and checks assignments", "[tensor]") {
   Tensor<float> t(Shape{3, 5}, 2.0f);
   CHECK(reinterpret_cast<std::uintptr_t>(t.data()) % 64 == 0);  // a cache line, in every build
-  for (index_t n : {1, 7, 1000, 100000}) {  // small blocks come from the heap, large ones from mmap (16 past a page)
+  for (index_t n : {1, 7, 1000, 8191, 8192, 100000}) {  // heap blocks, and mmap blocks (16 bytes past a page by default)
     Tensor<double> d(Shape{n});
-    CHECK(reinterpret_cast<std::uintptr_t>(d.data()) % 64 == 0);
+    CHECK(reinterpret_cast<std::uintptr_t>(d.data()) % (n * 8 >= 65536 ? 4096 : 64) == 0);  // pages from 64 KiB on
   }
   CHECK(t.size() == 15);
   Tensor<float> u(Shape{5, 3});
