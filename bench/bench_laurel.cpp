@@ -100,17 +100,20 @@ void BM_Block(benchmark::State& st) {
   auto x = random<float>({N, D}, 2), dy = random<float>({N, D}, 3);
   Tensor<float> y(Shape{N, D}), dx(Shape{N, D});
   // PA reads one earlier stream (the same x: what matters is the traffic).
-  StreamSlot<float> earlier;
-  earlier.train = x.cview();
-  earlier.grad = Tensor<float>(Shape{N, D});
-  std::array<StreamSlot<float>*, 1> e{&earlier};
-  auto run = [&](auto& m) {
-    if constexpr (requires { m.link_predecessors(std::span<StreamSlot<float>* const>(e)); })
-      m.link_predecessors(std::span<StreamSlot<float>* const>(e));
-    m.forward(x.cview(), y.view());
-    m.backward(dy.cview(), dx.view());
+  StageMemory<float> memory;
+  typename Residual<Linear<float>>::Cache plain_cache;
+  typename Laurel<Linear<float>, V>::Cache laurel_cache;  // caches outlive the loop: no allocation per step
+  auto run = [&](auto& m, auto& c) {
+    if constexpr (UsesStageMemory<std::remove_reference_t<decltype(m)>>) {
+      memory.reset(2, true);
+      memory.publish(0, memory_key::laurel_stream, x.cview());
+      m.forward(x.cview(), y.view(), c, BlockMemory<float>(memory, 1));
+    } else {
+      m.forward(x.cview(), y.view(), c);
+    }
+    m.backward(c, dy.cview(), dx.view());
   };
-  interleaved(st, [&] { run(plain); }, [&] { run(lau); });
+  interleaved(st, [&] { run(plain, plain_cache); }, [&] { run(lau, laurel_cache); });
 }
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

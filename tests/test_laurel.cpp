@@ -22,11 +22,12 @@ namespace {
 template <class T>
 struct Given {
   using value_type = T;
+  struct Cache {};
   Tensor<T> F, received;
   Shape output_shape(const Shape&) const { return F.shape(); }
-  void forward(ConstView<T>, View<T> y) { std::copy(F.data(), F.data() + F.size(), y.data()); }
-  void infer(ConstView<T> x, View<T> y) { forward(x, y); }
-  void backward(ConstView<T> dy, View<T>) { received = Tensor<T>::copy_of(dy); }
+  void forward(ConstView<T>, View<T> y, Cache&, Pass = {}) { std::copy(F.data(), F.data() + F.size(), y.data()); }
+  void infer(ConstView<T>, View<T> y) { std::copy(F.data(), F.data() + F.size(), y.data()); }
+  void backward(const Cache&, ConstView<T> dy, View<T>, Grad = {}) { received = Tensor<T>::copy_of(dy); }
   template <class Fn>
   void visit(Fn&&, const std::string&) {}
 };
@@ -68,8 +69,10 @@ void check_golden_case(const std::string& name) {
   }
   const index_t npred = c.param.count("npred") ? c.i("npred") : 0;
   std::vector<Tensor<T>> xp;
-  std::vector<StreamSlot<T>> slots(static_cast<std::size_t>(npred));
-  std::vector<StreamSlot<T>*> earlier;
+  // The earlier streams x_{i-j} sit in blocks npred − j of a stage memory; L is block npred.
+  StageMemory<T> memory;
+  memory.reset(std::size_t(npred + 1), true);
+  auto pred_block = [&](index_t j) { return std::size_t(npred - 1 - j); };
   if constexpr (V::pa) {
     L.gamma().assign(c.t("gamma").as<T>().cview());
     for (index_t j = 1; j <= o.history && c.has("A" + std::to_string(j)); ++j) {
@@ -78,17 +81,19 @@ void check_golden_case(const std::string& name) {
     }
     for (index_t j = 0; j < npred; ++j) xp.push_back(c.t("xp" + std::to_string(j + 1)).as<T>());
     for (index_t j = 0; j < npred; ++j) {
-      auto& s = slots[static_cast<std::size_t>(j)];
-      s.train = xp[static_cast<std::size_t>(j)].cview();
-      s.grad = prefilled<T>(xp[static_cast<std::size_t>(j)].shape(), 100 + std::uint64_t(j));
-      earlier.push_back(&s);
+      memory.publish(pred_block(j), memory_key::laurel_stream, xp[static_cast<std::size_t>(j)].cview());
+      const Tensor<T> g0 = prefilled<T>(xp[static_cast<std::size_t>(j)].shape(), 100 + std::uint64_t(j));
+      View<T> g = memory.grad(pred_block(j), memory_key::laurel_stream);
+      std::copy(g0.data(), g0.data() + g0.size(), g.data());
     }
-    L.link_predecessors(std::span<StreamSlot<T>* const>(earlier));
   }
+  auto grad_of = [&](index_t j) { return memory.grad(pred_block(j), memory_key::laurel_stream); };
 
   const Tensor<T> x = c.t("x").as<T>(), G = c.t("G").as<T>();
   Tensor<T> y(L.output_shape(x.shape()));
-  L.forward(x.cview(), y.view());
+  typename decltype(L)::Cache cache;
+  if constexpr (V::pa) L.forward(x.cview(), y.view(), cache, BlockMemory<T>(memory, std::size_t(npred)));
+  else L.forward(x.cview(), y.view(), cache);
   golden::check_close<T>("y", y.cview(), c.t("y"), golden::tol<T>());
   if constexpr (V::rw) {
     const auto& ab = c.t("alpha_beta").v;
@@ -97,7 +102,7 @@ void check_golden_case(const std::string& name) {
   }
 
   std::vector<Tensor<T>> dxp0;
-  for (auto& s : slots) dxp0.push_back(Tensor<T>::copy_of(s.grad.cview()));
+  for (index_t j = 0; j < npred; ++j) dxp0.push_back(Tensor<T>::copy_of(ConstView<T>(grad_of(j))));
   Tensor<T> dx = prefilled<T>(x.shape(), 5);
   const Tensor<T> dx0 = Tensor<T>::copy_of(dx.cview());
   std::vector<Tensor<T>> before;
@@ -107,11 +112,11 @@ void check_golden_case(const std::string& name) {
     std::copy(t.data(), t.data() + t.size(), p.grad.data());
     before.push_back(std::move(t));
   });
-  L.backward(G.cview(), dx.view());
+  L.backward(cache, G.cview(), dx.view());
   golden::check_added<T>("dx", dx.cview(), dx0, c.t("dx"), golden::tol<T>());
   golden::check_close<T>("dF", L.body().received.cview(), c.t("dF"), golden::tol<T>());
   for (index_t j = 0; j < npred; ++j)
-    golden::check_added<T>("dxp" + std::to_string(j + 1), slots[static_cast<std::size_t>(j)].grad.cview(),
+    golden::check_added<T>("dxp" + std::to_string(j + 1), ConstView<T>(grad_of(j)),
                            dxp0[static_cast<std::size_t>(j)], c.t("dxp" + std::to_string(j + 1)), golden::tol<T>());
   std::size_t k = 0;
   visit_parameters(L, [&](const ParamRef<T>& p) {
@@ -129,8 +134,8 @@ DenseF dense_f(index_t D, Rng& rng) { return DenseF(Linear<double>(D, D, rng), T
 
 static_assert(Module<Laurel<Linear<double>, laurel::RW>>);
 static_assert(Module<Laurel<Linear<float>, laurel::RW_LR_PA, Linear<float>>>);
-static_assert(HasStreamSlot<Laurel<Linear<double>, laurel::PA>> && !HasStreamSlot<Laurel<Linear<double>, laurel::RW_LR>>);
-static_assert(HasStreamSlot<LaurelBasicBlock<float, laurel::RW_LR_PA>>);
+static_assert(UsesStageMemory<Laurel<Linear<double>, laurel::PA>> && !UsesStageMemory<Laurel<Linear<double>, laurel::RW_LR>>);
+static_assert(UsesStageMemory<LaurelBasicBlock<float, laurel::RW_LR_PA>>);
 static_assert(Module<LaurelResNet<float, laurel::RW>>);
 
 TEMPLATE_TEST_CASE("LAUREL connections match the golden files", "[laurel][golden]", float, double) {
@@ -301,15 +306,14 @@ TEST_CASE("LAUREL reads NCHW images in place: same result as the dense rows", "[
   randomise_added(img, 9);
   randomise_added(dense, 9);
   auto run = [&](L& l, const Tensor<double>& xi, const Tensor<double>& xpi, const Tensor<double>& Gi) {
-    StreamSlot<double> s;
-    s.train = xpi.cview();
-    s.grad = Tensor<double>(xpi.shape());
-    std::array<StreamSlot<double>*, 1> e{&s};
-    l.link_predecessors(e);
+    StageMemory<double> memory;  // xpi is block 0's stream, l is block 1
+    memory.reset(2, true);
+    memory.publish(0, memory_key::laurel_stream, xpi.cview());
     Tensor<double> y(xi.shape()), dx(xi.shape());
-    l.forward(xi.cview(), y.view());
-    l.backward(Gi.cview(), dx.view());
-    return std::array<Tensor<double>, 3>{y, dx, s.grad};
+    L::Cache cache;
+    l.forward(xi.cview(), y.view(), cache, BlockMemory<double>(memory, 1));
+    l.backward(cache, Gi.cview(), dx.view());
+    return std::array<Tensor<double>, 3>{y, dx, Tensor<double>::copy_of(memory.grad(0, memory_key::laurel_stream))};
   };
   auto a = run(img, x, xp, G), b = run(dense, rows(x), rows(xp), rows(G));
   for (int t = 0; t < 3; ++t) {
@@ -391,12 +395,13 @@ TEST_CASE("LAUREL rejects bad hyper-parameters and shapes with clear errors", "[
   Tensor<double> x8(Shape{3, 8}), y8(Shape{3, 8}), y_bad(Shape{2, 8});
   CHECK_THROWS_WITH(L.backward(y8.cview(), x8.view()), Catch::Contains("backward(): expected a preceding forward()"));
   CHECK_THROWS_AS(L.forward(x8.cview(), y_bad.view()), shape_error);
-  StreamSlot<double> s;
+  StageMemory<double> memory;
+  memory.reset(2, true);
   Tensor<double> other(Shape{4, 8});
-  s.train = other.cview();
-  std::array<StreamSlot<double>*, 1> e{&s};
-  L.link_predecessors(e);
-  CHECK_THROWS_WITH(L.forward(x8.cview(), y8.view()), Catch::Contains("earlier stream x_{i-j} shape: expected [3, 8], got [4, 8]"));
+  memory.publish(0, memory_key::laurel_stream, other.cview());
+  decltype(L)::Cache cache;
+  CHECK_THROWS_WITH(L.forward(x8.cview(), y8.view(), cache, BlockMemory<double>(memory, 1)),
+                    Catch::Contains("earlier stream x_{i-j} shape: expected [3, 8], got [4, 8]"));
   Tensor<double> v(Shape{8});
   CHECK_THROWS_AS(L.forward(v.cview(), v.view()), shape_error);
 }
@@ -468,10 +473,11 @@ TEST_CASE("backward_scaled(dy, s) equals backward(s·dy) for BatchNorm2d and Seq
     Tensor<double> y(dy.shape()), dxa = gradcheck::random_tensor(x.shape(), 5), dxb = Tensor<double>::copy_of(dxa.cview()),
                    sdy = Tensor<double>::copy_of(dy.cview());
     for (auto& v : sdy.span()) v *= 0.37;
-    a.forward(x.cview(), y.view());
-    b.forward(x.cview(), y.view());
-    a.backward_scaled(dy.cview(), 0.37, dxa.view());
-    b.backward(sdy.cview(), dxb.view());
+    typename decltype(a)::Cache ca, cb;
+    a.forward(x.cview(), y.view(), ca);
+    b.forward(x.cview(), y.view(), cb);
+    a.backward_scaled(ca, dy.cview(), 0.37, dxa.view());
+    b.backward(cb, sdy.cview(), dxb.view());
     for (index_t i = 0; i < dxa.size(); ++i) REQUIRE(dxa[i] == Approx(dxb[i]).margin(1e-13));
     std::vector<double> ga, gb;
     visit_parameters(a, [&](const ParamRef<double>& p) { if (p.trainable) ga.insert(ga.end(), p.grad.data(), p.grad.data() + p.grad.size()); });

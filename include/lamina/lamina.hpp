@@ -3,7 +3,8 @@
 // libraries; this one is for programs and quick experiments.
 #include "lamina/core/channels.hpp"
 #include "lamina/core/eigen.hpp"
-#include "lamina/core/history.hpp"
+#include "lamina/core/rows.hpp"
+#include "lamina/core/stage_memory.hpp"
 #include "lamina/core/init.hpp"
 #include "lamina/core/module.hpp"
 #include "lamina/core/parallel.hpp"

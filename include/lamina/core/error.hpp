@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <ostream>
 
 namespace lamina {
 
@@ -37,19 +39,38 @@ std::string concat(const Parts&... parts) {
   (os << ... << parts);
   return os.str();
 }
+
+/// A message fragment joined only when it is printed: `text("[..., ", D, "]")`
+/// holds references to its parts, so a check that passes never formats or
+/// allocates. Use it for arguments of require(); it must not outlive the call.
+template <class... Parts>
+struct Text {
+  std::tuple<const Parts&...> parts;
+  friend std::ostream& operator<<(std::ostream& os, const Text& t) {
+    std::apply([&](const auto&... p) { (os << ... << p); }, t.parts);
+    return os;
+  }
+};
+template <class... Parts>
+Text<Parts...> text(const Parts&... parts) noexcept {
+  return {std::tie(parts...)};
+}
 }  // namespace detail
 
 /// "lamina::<module>: <argument>: expected <expected>, got <actual>"
-template <class E = value_error, class Expected, class Actual>
-[[noreturn]] void fail(std::string_view module, std::string_view argument, const Expected& expected,
+template <class E = value_error, class Argument, class Expected, class Actual>
+[[noreturn]] void fail(std::string_view module, const Argument& argument, const Expected& expected,
                        const Actual& actual) {
   throw E(detail::concat("lamina::", module, ": ", argument, ": expected ", expected, ", got ", actual));
 }
 
-template <class E = value_error, class Expected, class Actual>
-void require(bool ok, std::string_view module, std::string_view argument, const Expected& expected,
+/// Throws E with fail()'s message unless ok. The message is formatted only on
+/// failure; pass composite parts as detail::text(...), never as a std::string
+/// built before the call.
+template <class E = value_error, class Argument, class Expected, class Actual>
+void require(bool ok, std::string_view module, const Argument& argument, const Expected& expected,
              const Actual& actual) {
-  if (!ok) fail<E>(module, argument, expected, actual);
+  if (!ok) [[unlikely]] fail<E>(module, argument, expected, actual);
 }
 
 }  // namespace lamina

@@ -1,25 +1,48 @@
 #pragma once
-// The Module contract (spec/conventions.md "The Module contract").
+// The Module contract, version 2 (spec/conventions.md "The Module contract").
 //
-// A module M with scalar type M::value_type = T provides
-//   Shape output_shape(Shape in) const;        // validates `in`, throws shape_error
-//   void forward(ConstView<T> x, View<T> y);    // training pass, keeps what backward needs
-//   void infer(ConstView<T> x, View<T> y);      // inference pass, keeps nothing
-//   void backward(ConstView<T> dy, View<T> dx); // ADDS dL/dx into dx and dL/dθ into θ's gradient
-//   void visit(F&& f, const std::string& prefix); // f(ParamRef<T>) for every parameter and buffer
+// A module M with scalar type T = M::value_type provides
+//   struct Cache;                                         // the state of ONE application
+//   Shape output_shape(Shape in) const;                   // validates `in`, throws shape_error
+//   void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {});  // training pass, state into c
+//   void infer(ConstView<T> x, View<T> y);                // inference pass, keeps nothing
+//   void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {});
+//   void visit(F&& f, const std::string& prefix);         // f(ParamRef<T>) per parameter and buffer
+// and, for simple use, the same calls over a cache the module owns:
+//   void forward(ConstView<T> x, View<T> y);              // == forward(x, y, own cache)
+//   void backward(ConstView<T> dy, View<T> dx, Grad g = {});
 //
-// Rules that make the roadmap's patterns work:
-// - backward adds, into dx as into parameter gradients (as in dlib). A tensor that
-//   feeds several consumers (LAUREL-PA history, layer-attention memory) simply
-//   receives every consumer's backward into the same buffer.
-// - forward may keep a view of x: x must stay alive and unchanged until the
-//   matching backward. y must not alias x.
-// - backward uses the cache of the latest forward. A module applied k times to
-//   its own output (an FPI cell) is differentiated through step i by calling
-//   forward(z_i) again before backward (recomputation), or only at the fixed point
-//   (implicit gradient).
-// - per-sample routing runs a module on a row slice (View::slice) of the batch;
-//   a module switched off for an epoch is simply not called.
+// Why a caller-owned Cache: a module can be applied many times in one step (an
+// FPI cell iterated to its fixed point, DynaLay applying one FPI layer at several
+// steps to different subsets of the batch, one block reused in a loop). Each
+// application gets its own Cache; backward(c_i, ...) differentiates exactly that
+// application, in any order, as often as needed. A Cache is default-constructed
+// by the caller, filled by forward and only read by backward, so it can be reused
+// for the next step without reallocating. Scratch memory that backward needs only
+// while it runs lives in the module (one backward at a time per module object).
+//
+// Rules:
+// - backward ADDS, into dx and into parameter gradients (as in dlib). A tensor that
+//   feeds several consumers (LAUREL-PA streams, the layer-attention memory)
+//   receives every consumer's gradient in one buffer.
+// - Grad selects what backward computes: {.input = true, .params = true} by
+//   default. {.params = false} is a vector–Jacobian product with respect to the
+//   input alone: every parameter gradient stays bit-for-bit unchanged (an implicit
+//   FPI backward solves w = Jᵀw + g with many such products, then makes one full
+//   backward). {.input = false} skips dx, which may then be an empty View.
+//   Gradients into a stage memory (core/stage_memory.hpp) count as input gradients.
+// - forward may keep views of x in c: x must stay alive and unchanged until the
+//   last backward that uses c. y must not alias x.
+// - Pass{.recompute = true} re-runs the application recorded in c (activation
+//   recomputation): state updates are not repeated (BatchNorm2d's running
+//   statistics) and random draws are reused (Dropout's mask). A plain forward on
+//   a used cache is a new application.
+// - A forward that throws leaves c unusable: backward on it throws until the
+//   next forward on c succeeds.
+// - Two-input cells f(z, u) (FPI) follow the same pattern (core/cell.hpp);
+//   per-sample routing gathers rows into sub-batches and scatters them back
+//   (core/rows.hpp); blocks of a Stage share a StageMemory (core/stage_memory.hpp).
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <string>
@@ -50,41 +73,63 @@ struct param_visitor_archetype {
 };
 }  // namespace detail
 
+/// What a backward computes. Designated initialisers read best:
+/// `m.backward(c, dy, dx, {.params = false})`.
+struct Grad {
+  bool input = true;   ///< add dL/dx into dx (dx may be empty when false)
+  bool params = true;  ///< add dL/dθ into the parameter gradients
+};
+/// How a training forward runs.
+struct Pass {
+  /// Re-run the application recorded in the cache: no state updates, the same
+  /// random draws (see the rules above).
+  bool recompute = false;
+};
+
 template <class M>
-concept Module = requires { typename M::value_type; } && std::floating_point<typename M::value_type> &&
+concept Module = requires { typename M::value_type; typename M::Cache; } &&
+                 std::floating_point<typename M::value_type> && std::default_initializable<typename M::Cache> &&
                  requires(M& m, const M& cm, ConstView<typename M::value_type> x, View<typename M::value_type> y,
-                          const Shape& s, const std::string& prefix) {
+                          typename M::Cache& c, const typename M::Cache& cc, Grad g, Pass p, const Shape& s,
+                          const std::string& prefix) {
                    { cm.output_shape(s) } -> std::same_as<Shape>;
-                   m.forward(x, y);
+                   m.forward(x, y, c, p);
                    m.infer(x, y);
-                   m.backward(x, y);
+                   m.backward(cc, x, y, g);
                    m.visit(detail::param_visitor_archetype<typename M::value_type>{}, prefix);
                  };
 
-/// Optional extension: backward_scaled(dy, s, dx) == backward(s·dy, dx) without
-/// forming s·dy (a scaled residual branch, LAUREL's α f(x), hands its gradient
-/// on without an extra pass). Backward passes are linear in dy, so any module
-/// can offer it; BatchNorm2d and Sequentials ending in one do.
+/// Optional extension: backward_scaled(c, dy, s, dx, g) == backward(c, s·dy, dx, g)
+/// without forming s·dy (a scaled residual branch, LAUREL's α f(x), hands its
+/// gradient on without an extra pass). Backward passes are linear in dy, so any
+/// module can offer it; BatchNorm2d and Sequentials ending in one do.
 template <class M>
-concept ScaledBackward = Module<M> && requires(M& m, ConstView<typename M::value_type> dy, typename M::value_type s,
-                                               View<typename M::value_type> dx) { m.backward_scaled(dy, s, dx); };
+concept ScaledBackward = Module<M> && requires(M& m, const typename M::Cache& c, ConstView<typename M::value_type> dy,
+                                               typename M::value_type s, View<typename M::value_type> dx, Grad g) {
+  m.backward_scaled(c, dy, s, dx, g);
+};
 
 /// Use inside a template to get one readable message per missing piece of the
 /// contract instead of a page of substitution failures.
 template <class M>
 consteval bool check_module() {
   static_assert(requires { typename M::value_type; }, "lamina: a Module needs `using value_type = T;`");
-  if constexpr (requires { typename M::value_type; }) {
+  static_assert(requires { typename M::Cache; },
+                "lamina: a Module needs `struct Cache` (the state of one application, default-constructible)");
+  if constexpr (requires { typename M::value_type; typename M::Cache; }) {
     using T = typename M::value_type;
+    using C = typename M::Cache;
     static_assert(std::floating_point<T>, "lamina: Module::value_type must be float or double");
+    static_assert(std::default_initializable<C>, "lamina: Module::Cache must be default-constructible");
     static_assert(requires(const M& m, const Shape& s) { { m.output_shape(s) } -> std::same_as<Shape>; },
                   "lamina: a Module needs `Shape output_shape(Shape) const`");
-    static_assert(requires(M& m, ConstView<T> x, View<T> y) { m.forward(x, y); },
-                  "lamina: a Module needs `void forward(ConstView<T> x, View<T> y)`");
+    static_assert(requires(M& m, ConstView<T> x, View<T> y, C& c, Pass p) { m.forward(x, y, c, p); },
+                  "lamina: a Module needs `void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {})`");
     static_assert(requires(M& m, ConstView<T> x, View<T> y) { m.infer(x, y); },
                   "lamina: a Module needs `void infer(ConstView<T> x, View<T> y)`");
-    static_assert(requires(M& m, ConstView<T> dy, View<T> dx) { m.backward(dy, dx); },
-                  "lamina: a Module needs `void backward(ConstView<T> dy, View<T> dx)` (adds into dx)");
+    static_assert(requires(M& m, const C& c, ConstView<T> dy, View<T> dx, Grad g) { m.backward(c, dy, dx, g); },
+                  "lamina: a Module needs `void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {})` "
+                  "(adds into dx and the parameter gradients)");
     static_assert(requires(M& m, const std::string& p) { m.visit(detail::param_visitor_archetype<T>{}, p); },
                   "lamina: a Module needs `template <class F> void visit(F&& f, const std::string& prefix)`");
   }
@@ -138,6 +183,15 @@ template <class T>
 void require_shape(const View<T>& v, const Shape& expected, std::string_view module, std::string_view argument) {
   require<shape_error>(v.shape() == expected, module, argument, expected, v.shape());
   require_contiguous(v, module, argument);
+}
+/// dx of a backward: checked when g.input asks for it.
+template <class T>
+void require_input_grad(const View<T>& dx, const Shape& expected, const Grad& g, std::string_view module) {
+  if (g.input) require_shape(dx, expected, module, "dx");
+}
+/// The state of backward's cache: it must hold a completed forward.
+inline void require_forward(bool done, std::string_view module) {
+  require<shape_error>(done, module, "backward()", "a preceding forward()", "none");
 }
 
 /// a += scale * b over n contiguous elements (vectorised by the compiler,

@@ -1,13 +1,15 @@
 #pragma once
-// Static composition: Sequential<M1, ..., Mn> runs its modules in order and owns
-// the tensors between them (outputs and their gradients, reused across steps).
+// Static composition: Sequential<M1, ..., Mn> runs its modules in order;
+// Residual<F, S> is y = f(x) + s(x); Identity is y = x. The outputs between the
+// parts of one application live in its Cache; the gradients between them are
+// scratch of the module (reused across steps).
 #include <array>
 #include <string>
 #include <tuple>
 #include <utility>
 
-#include "lamina/core/history.hpp"
 #include "lamina/core/module.hpp"
+#include "lamina/core/stage_memory.hpp"
 
 namespace lamina {
 
@@ -15,12 +17,22 @@ template <class... Ms>
 class Sequential {
   static_assert(sizeof...(Ms) >= 1, "lamina::Sequential needs at least one module");
   static_assert((check_module<Ms>() && ...), "lamina::Sequential: every part must satisfy lamina::Module");
+  using Last = std::tuple_element_t<sizeof...(Ms) - 1, std::tuple<Ms...>>;
 
  public:
   using value_type = typename std::tuple_element_t<0, std::tuple<Ms...>>::value_type;
+  using T = value_type;
   static_assert((std::is_same_v<typename Ms::value_type, value_type> && ...),
                 "lamina::Sequential: all parts must share one scalar type");
   static constexpr std::size_t size = sizeof...(Ms);
+  /// A sequence uses the stage memory when any of its parts does (each such
+  /// part is handed the block's place in the memory).
+  static constexpr bool uses_memory = (UsesStageMemory<Ms> || ...);
+
+  struct Cache {
+    std::tuple<typename Ms::Cache...> parts;
+    std::array<Tensor<T>, size - 1> out;  ///< output of part i, input of part i + 1
+  };
 
   explicit Sequential(Ms... ms) : mods_(std::move(ms)...) {
     for (std::size_t i = 0; i < size; ++i) names_[i] = std::to_string(i);
@@ -44,15 +56,29 @@ class Sequential {
     }, mods_);
   }
 
-  void forward(ConstView<value_type> x, View<value_type> y) { forward_from<0>(x, y); }
-  void infer(ConstView<value_type> x, View<value_type> y) { infer_from<0>(x, y); }
-  void backward(ConstView<value_type> dy, View<value_type> dx) { backward_from<size - 1>(dy, dx, value_type(1)); }
-  /// backward(s·dy, dx) when the last part offers it (core/module.hpp ScaledBackward).
-  void backward_scaled(ConstView<value_type> dy, value_type s, View<value_type> dx)
-    requires ScaledBackward<std::tuple_element_t<size - 1, std::tuple<Ms...>>>
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {}) { forward_from<0>(x, y, c, BlockMemory<T>{}, p); }
+  void forward(ConstView<T> x, View<T> y, Cache& c, BlockMemory<T> mem, Pass p = {})
+    requires uses_memory
   {
-    backward_from<size - 1>(dy, dx, s);
+    forward_from<0>(x, y, c, mem, p);
   }
+  void infer(ConstView<T> x, View<T> y) { infer_from<0>(x, y, BlockMemory<T>{}); }
+  void infer(ConstView<T> x, View<T> y, BlockMemory<T> mem)
+    requires uses_memory
+  {
+    infer_from<0>(x, y, mem);
+  }
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    backward_from<size - 1>(c, dy, dx, T(1), g);
+  }
+  /// backward(c, s·dy, dx, g) when the last part offers it (core/module.hpp ScaledBackward).
+  void backward_scaled(const Cache& c, ConstView<T> dy, T s, View<T> dx, Grad g = {})
+    requires ScaledBackward<Last>
+  {
+    backward_from<size - 1>(c, dy, dx, s, g);
+  }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
 
   template <class F>
   void visit(F&& f, const std::string& prefix) {
@@ -61,61 +87,50 @@ class Sequential {
   void set_training(bool on) {
     std::apply([&](auto&... m) { (lamina::set_training(m, on), ...); }, mods_);
   }
-  /// A sequence whose first part publishes a stream (a LAUREL-PA connection
-  /// followed by its activation) publishes that stream (core/history.hpp).
-  StreamSlot<value_type>* stream_slot()
-    requires HasStreamSlot<std::tuple_element_t<0, std::tuple<Ms...>>>
-  {
-    return std::get<0>(mods_).stream_slot();
-  }
-  void link_predecessors(std::span<StreamSlot<value_type>* const> earlier)
-    requires HasStreamSlot<std::tuple_element_t<0, std::tuple<Ms...>>>
-  {
-    std::get<0>(mods_).link_predecessors(earlier);
-  }
 
  private:
-  using T = value_type;
-
   template <std::size_t I>
-  void forward_from(ConstView<T> x, View<T> y) {
+  void forward_from(ConstView<T> x, View<T> y, Cache& c, const BlockMemory<T>& mem, Pass p) {
     auto& m = std::get<I>(mods_);
+    auto& mc = std::get<I>(c.parts);
     if constexpr (I + 1 == size) {
-      m.forward(x, y);
+      detail::forward_part(m, x, y, mc, mem, p);
     } else {
-      out_[I].resize(m.output_shape(x.shape()));
-      m.forward(x, out_[I].view());
-      forward_from<I + 1>(out_[I].cview(), y);
+      Tensor<T>& out = c.out[I];
+      out.resize(m.output_shape(x.shape()));
+      detail::forward_part(m, x, out.view(), mc, mem, p);
+      forward_from<I + 1>(out.cview(), y, c, mem, p);
     }
   }
   template <std::size_t I>
-  void infer_from(ConstView<T> x, View<T> y) {
+  void infer_from(ConstView<T> x, View<T> y, const BlockMemory<T>& mem) {
     auto& m = std::get<I>(mods_);
     if constexpr (I + 1 == size) {
-      m.infer(x, y);
-    } else {  // two ping-pong buffers, separate from the training cache
-      Tensor<T>& buf = pong_[I % 2];
+      detail::infer_part(m, x, y, mem);
+    } else {  // two ping-pong buffers; a part that publishes to a memory keeps its own
+      Tensor<T>& buf = uses_memory ? infer_out_[I] : pong_[I % 2];
       buf.resize(m.output_shape(x.shape()));
-      m.infer(x, buf.view());
-      infer_from<I + 1>(buf.cview(), y);
+      detail::infer_part(m, x, buf.view(), mem);
+      infer_from<I + 1>(buf.cview(), y, mem);
     }
   }
   // `s` scales dy of the last part only (1 for a plain backward).
   template <std::size_t I>
-  void backward_from(ConstView<T> dy, View<T> dx, T s) {
+  void backward_from(const Cache& c, ConstView<T> dy, View<T> dx, T s, Grad g) {
     auto& m = std::get<I>(mods_);
-    auto run = [&](View<T> out) {
-      if constexpr (I + 1 == size && ScaledBackward<std::remove_reference_t<decltype(m)>>) m.backward_scaled(dy, s, out);
-      else m.backward(dy, out);
+    const auto& mc = std::get<I>(c.parts);
+    auto run = [&](View<T> out, Grad gi) {
+      if constexpr (I + 1 == size && ScaledBackward<std::remove_reference_t<decltype(m)>>) m.backward_scaled(mc, dy, s, out, gi);
+      else m.backward(mc, dy, out, gi);
     };
     if constexpr (I == 0) {
-      run(dx);
+      run(dx, g);
     } else {
-      Tensor<T>& g = grad_[I - 1];
-      g.resize(out_[I - 1].shape());
-      fill_zero(g.data(), g.size());
-      run(g.view());
-      backward_from<I - 1>(g.cview(), dx, T(1));
+      Tensor<T>& gr = grad_[I - 1];
+      gr.resize(c.out[I - 1].shape());
+      fill_zero(gr.data(), gr.size());
+      run(gr.view(), {.input = true, .params = g.params});
+      backward_from<I - 1>(c, gr.cview(), dx, T(1), g);
     }
   }
   template <std::size_t I, class F>
@@ -129,8 +144,9 @@ class Sequential {
 
   std::tuple<Ms...> mods_;
   std::array<std::string, size> names_;
-  std::array<Tensor<T>, size - 1> out_, grad_;
+  std::array<Tensor<T>, size - 1> grad_, infer_out_;
   std::array<Tensor<T>, 2> pong_;
+  Cache cache_;
 };
 
 /// y = x (the shortcut of a plain residual).
@@ -138,20 +154,35 @@ template <class T>
 class Identity {
  public:
   using value_type = T;
+  struct Cache {
+    Shape x_shape;
+    bool done = false;
+  };
   Shape output_shape(const Shape& in) const { return in; }
-  void forward(ConstView<T> x, View<T> y) { infer(x, y); }
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
+    c.done = false;
+    infer(x, y);
+    c.x_shape = x.shape();
+    c.done = true;
+  }
   void infer(ConstView<T> x, View<T> y) {
     require_contiguous(x, "Identity", "x");
     require_shape(y, x.shape(), "Identity", "y");
     std::copy(x.data(), x.data() + x.size(), y.data());
   }
-  void backward(ConstView<T> dy, View<T> dx) {
-    require_shape(dx, dy.shape(), "Identity", "dx");
-    require_contiguous(dy, "Identity", "dy");
-    axpy(dx.data(), dy.data(), dy.size());
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    require_forward(c.done, "Identity");
+    require_shape(dy, c.x_shape, "Identity", "dy");
+    require_input_grad(dx, c.x_shape, g, "Identity");
+    if (g.input) axpy(dx.data(), dy.data(), dy.size());
   }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
   template <class F>
   void visit(F&&, const std::string&) {}
+
+ private:
+  Cache cache_;
 };
 
 /// y = f(x) + s(x), s the identity by default. Wraps any module f whose output
@@ -162,8 +193,15 @@ class Residual {
 
  public:
   using value_type = typename F::value_type;
+  using T = value_type;
   static_assert(std::is_same_v<typename S::value_type, value_type>, "lamina::Residual: one scalar type");
   static constexpr bool identity_shortcut = std::is_same_v<S, Identity<value_type>>;
+
+  struct Cache {
+    typename F::Cache f;
+    typename S::Cache s;  ///< unused for the identity
+    Tensor<T> s_out;      ///< s(x) (other shortcuts)
+  };
 
   explicit Residual(F f, S s = S{}) : f_(std::move(f)), s_(std::move(s)) {}
   /// Parameter prefixes of the two branches (default "f." and "shortcut.").
@@ -177,15 +215,43 @@ class Residual {
 
   Shape output_shape(const Shape& in) const {
     const Shape a = f_.output_shape(in), b = s_.output_shape(in);
-    require<shape_error>(a == b, "Residual", "branch output shapes", detail::concat("f(x) ", a), detail::concat("shortcut(x) ", b));
+    require<shape_error>(a == b, "Residual", "branch output shapes", detail::text("f(x) ", a), detail::text("shortcut(x) ", b));
     return a;
   }
-  void forward(ConstView<value_type> x, View<value_type> y) { run(x, y, true); }
-  void infer(ConstView<value_type> x, View<value_type> y) { run(x, y, false); }
-  void backward(ConstView<value_type> dy, View<value_type> dx) {
-    f_.backward(dy, dx);
-    s_.backward(dy, dx);
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {}) {
+    const Shape ys = output_shape(x.shape());
+    require_shape(y, ys, "Residual", "y");
+    f_.forward(x, y, c.f, p);
+    if constexpr (identity_shortcut) {
+      axpy(y.data(), x.data(), y.size());  // the identity's backward needs no state
+    } else {
+      c.s_out.resize(ys);
+      s_.forward(x, c.s_out.view(), c.s, p);
+      axpy(y.data(), c.s_out.data(), y.size());
+    }
   }
+  void infer(ConstView<T> x, View<T> y) {
+    const Shape ys = output_shape(x.shape());
+    require_shape(y, ys, "Residual", "y");
+    f_.infer(x, y);
+    if constexpr (identity_shortcut) {
+      axpy(y.data(), x.data(), y.size());
+    } else {
+      tmp_.resize(ys);
+      s_.infer(x, tmp_.view());
+      axpy(y.data(), tmp_.data(), y.size());
+    }
+  }
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    f_.backward(c.f, dy, dx, g);
+    if constexpr (identity_shortcut) {
+      if (g.input) axpy(dx.data(), dy.data(), dy.size());
+    } else {
+      s_.backward(c.s, dy, dx, g);
+    }
+  }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
   template <class Fn>
   void visit(Fn&& fn, const std::string& prefix) {
     f_.visit(fn, prefix + f_name_);
@@ -197,25 +263,11 @@ class Residual {
   }
 
  private:
-  void run(ConstView<value_type> x, View<value_type> y, bool train) {
-    const Shape ys = output_shape(x.shape());
-    require_shape(y, ys, "Residual", "y");
-    if (train) f_.forward(x, y);
-    else f_.infer(x, y);
-    if constexpr (identity_shortcut) {
-      axpy(y.data(), x.data(), y.size());
-    } else {
-      tmp_.resize(ys);
-      if (train) s_.forward(x, tmp_.view());
-      else s_.infer(x, tmp_.view());
-      axpy(y.data(), tmp_.data(), y.size());
-    }
-  }
-
   F f_;
   S s_;
   std::string f_name_ = "f.", s_name_ = "shortcut.";
-  Tensor<value_type> tmp_;
+  Tensor<T> tmp_;
+  Cache cache_;
 };
 
 }  // namespace lamina

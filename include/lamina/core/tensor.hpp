@@ -144,8 +144,8 @@ class View {
   /// Rows [first, first + count) of the leading dimension (a batch slice).
   View slice(index_t first, index_t count) const {
     require<shape_error>(rank() >= 1 && first >= 0 && count >= 0 && first + count <= dim(0), "View",
-                         "slice() range", detail::concat("within [0, ", rank() ? dim(0) : 0, ")"),
-                         detail::concat("[", first, ", ", first + count, ")"));
+                         "slice() range", detail::text("within [0, ", rank() ? dim(0) : 0, ")"),
+                         detail::text("[", first, ", ", first + count, ")"));
     std::array<index_t, max_rank> d{};
     for (int i = 0; i < rank(); ++i) d[static_cast<std::size_t>(i)] = shape_[i];
     d[0] = count;

@@ -20,15 +20,20 @@ struct Elementwise {
 };
 }  // namespace detail
 
-/// y = max(x, 0); subgradient 0 at x = 0 (PyTorch's convention).
+/// y = max(x, 0); subgradient 0 at x = 0 (PyTorch's convention). NaN stays NaN
+/// (as PyTorch's), so a non-finite activation is never hidden.
 template <class T>
 class ReLU {
  public:
   using value_type = T;
+  struct Cache {
+    ConstView<T> x;
+  };
   Shape output_shape(const Shape& in) const { return in; }
-  void forward(ConstView<T> x, View<T> y) {
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
+    c.x = {};
     infer(x, y);
-    x_ = x;
+    c.x = x;
   }
   void infer(ConstView<T> x, View<T> y) {
     detail::Elementwise<T>::check("ReLU", x, y);
@@ -36,24 +41,27 @@ class ReLU {
     T* yp = y.data();
     const index_t n = x.size();
     LAMINA_PARALLEL_FOR_LARGE(n)
-    for (index_t i = 0; i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
+    for (index_t i = 0; i < n; ++i) yp[i] = xp[i] < T(0) ? T(0) : xp[i];
   }
-  void backward(ConstView<T> dy, View<T> dx) {
-    require<shape_error>(x_.data() != nullptr, "ReLU", "backward()", "a preceding forward()", "none");
-    require_shape(dy, x_.shape(), "ReLU", "dy");
-    require_shape(dx, x_.shape(), "ReLU", "dx");
-    const T* xp = x_.data();
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    require_forward(c.x.data() != nullptr, "ReLU");
+    require_shape(dy, c.x.shape(), "ReLU", "dy");
+    require_input_grad(dx, c.x.shape(), g, "ReLU");
+    if (!g.input) return;
+    const T* xp = c.x.data();
     const T* gp = dy.data();
     T* dxp = dx.data();
     const index_t n = dy.size();
     LAMINA_PARALLEL_FOR_LARGE(n)
     for (index_t i = 0; i < n; ++i) dxp[i] += xp[i] > T(0) ? gp[i] : T(0);
   }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
   template <class F>
   void visit(F&&, const std::string&) {}
 
  private:
-  ConstView<T> x_;
+  Cache cache_;
 };
 
 /// y = tanh(x); dx = dy (1 − y²), from the kept output as PyTorch does.
@@ -61,10 +69,17 @@ template <class T>
 class Tanh {
  public:
   using value_type = T;
+  struct Cache {
+    Tensor<T> y;  ///< the output (a copy: y may be overwritten after forward)
+    bool done = false;
+  };
   Shape output_shape(const Shape& in) const { return in; }
-  void forward(ConstView<T> x, View<T> y) {
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
+    c.done = false;
     infer(x, y);
-    y_ = Tensor<T>::copy_of(y);
+    c.y.resize(y.shape());
+    std::copy(y.data(), y.data() + y.size(), c.y.data());
+    c.done = true;
   }
   void infer(ConstView<T> x, View<T> y) {
     detail::Elementwise<T>::check("Tanh", x, y);
@@ -72,20 +87,23 @@ class Tanh {
     T* yp = y.data();
     for (index_t i = 0, n = x.size(); i < n; ++i) yp[i] = std::tanh(xp[i]);
   }
-  void backward(ConstView<T> dy, View<T> dx) {
-    require<shape_error>(y_.size() > 0, "Tanh", "backward()", "a preceding forward()", "none");
-    require_shape(dy, y_.shape(), "Tanh", "dy");
-    require_shape(dx, y_.shape(), "Tanh", "dx");
-    const T* yp = y_.data();
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    require_forward(c.done, "Tanh");
+    require_shape(dy, c.y.shape(), "Tanh", "dy");
+    require_input_grad(dx, c.y.shape(), g, "Tanh");
+    if (!g.input) return;
+    const T* yp = c.y.data();
     const T* gp = dy.data();
     T* dxp = dx.data();
     for (index_t i = 0, n = dy.size(); i < n; ++i) dxp[i] += gp[i] * (T(1) - yp[i] * yp[i]);
   }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
   template <class F>
   void visit(F&&, const std::string&) {}
 
  private:
-  Tensor<T> y_;
+  Cache cache_;
 };
 
 }  // namespace lamina

@@ -31,10 +31,21 @@ class Shortcut {
   bool is_identity() const noexcept { return !proj_.has_value(); }
   Projection* projection() noexcept { return proj_ ? &*proj_ : nullptr; }
 
+  struct Cache {
+    typename Projection::Cache proj;
+    typename Identity<T>::Cache id;
+  };
+
   Shape output_shape(const Shape& in) const { return proj_ ? proj_->output_shape(in) : id_.output_shape(in); }
-  void forward(ConstView<T> x, View<T> y) { proj_ ? proj_->forward(x, y) : id_.forward(x, y); }
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {}) {
+    proj_ ? proj_->forward(x, y, c.proj, p) : id_.forward(x, y, c.id, p);
+  }
   void infer(ConstView<T> x, View<T> y) { proj_ ? proj_->infer(x, y) : id_.infer(x, y); }
-  void backward(ConstView<T> dy, View<T> dx) { proj_ ? proj_->backward(dy, dx) : id_.backward(dy, dx); }
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    proj_ ? proj_->backward(c.proj, dy, dx, g) : id_.backward(c.id, dy, dx, g);
+  }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
   template <class F>
   void visit(F&& f, const std::string& prefix) {
     if (proj_) proj_->visit(f, prefix);
@@ -46,6 +57,7 @@ class Shortcut {
  private:
   std::optional<Projection> proj_;
   Identity<T> id_;
+  Cache cache_;
 };
 
 template <class T>

@@ -29,7 +29,6 @@ class BatchNorm2d {
     dbeta_ = Tensor<T>(s);
     rmean_ = Tensor<T>(s);
     rvar_ = Tensor<T>(s, T(1));
-    scale_ = Tensor<T>(s);
   }
 
   index_t channels() const noexcept { return C_; }
@@ -42,21 +41,33 @@ class BatchNorm2d {
 
   Shape output_shape(const Shape& in) const {
     require<shape_error>(in.rank() == 4 && in[1] == C_ && in.numel() > 0, "BatchNorm2d", "x shape",
-                         detail::concat("[B, ", C_, ", H, W], non-empty"), in);
+                         detail::text("[B, ", C_, ", H, W], non-empty"), in);
     return in;
   }
 
-  void forward(ConstView<T> x, View<T> y) {
+  struct Cache {
+    Tensor<T> xhat;   ///< normalised input
+    Tensor<T> scale;  ///< 1/sqrt(var + eps) per channel
+    bool batch_stats = true, done = false;
+  };
+
+  /// Training mode normalises with the batch statistics and updates the running
+  /// ones, except when Pass{.recompute = true} re-runs an application.
+  void forward(ConstView<T> x, View<T> y, Cache& cache, Pass p = {}) {
     require_contiguous(x, "BatchNorm2d", "x");
     require_shape(y, output_shape(x.shape()), "BatchNorm2d", "y");
     const index_t B = x.dim(0), HW = x.dim(2) * x.dim(3), n = B * HW;
-    xhat_.resize(x.shape());
-    batch_stats_ = training_;
+    cache.done = false;
+    cache.xhat.resize(x.shape());
+    cache.scale.resize(Shape{C_});
+    cache.batch_stats = training_;
     if (training_)
       require(n > 1, "BatchNorm2d", "values per channel in training", "> 1", n);
+    const bool update = training_ && !p.recompute;
     const T* xp = x.data();
     T* yp = y.data();
-    T* hp = xhat_.data();
+    T* hp = cache.xhat.data();
+    T* scale = cache.scale.data();
     LAMINA_PARALLEL_FOR
     for (index_t c = 0; c < C_; ++c) {
       double mean, var;
@@ -76,14 +87,16 @@ class BatchNorm2d {
           }
         }
         var = q / double(n);
-        rmean_[c] = T((1 - momentum_) * double(rmean_[c]) + momentum_ * mean);
-        rvar_[c] = T((1 - momentum_) * double(rvar_[c]) + momentum_ * var * double(n) / double(n - 1));
+        if (update) {
+          rmean_[c] = T((1 - momentum_) * double(rmean_[c]) + momentum_ * mean);
+          rvar_[c] = T((1 - momentum_) * double(rvar_[c]) + momentum_ * var * double(n) / double(n - 1));
+        }
       } else {
         mean = double(rmean_[c]);
         var = double(rvar_[c]);
       }
       const T inv = T(1.0 / std::sqrt(var + eps_)), m = T(mean), g = gamma_[c], be = beta_[c];
-      scale_[c] = inv;
+      scale[c] = inv;
       for (index_t b = 0; b < B; ++b) {
         const index_t off = (b * C_ + c) * HW;
         for (index_t i = 0; i < HW; ++i) {
@@ -93,7 +106,7 @@ class BatchNorm2d {
         }
       }
     }
-    has_cache_ = true;
+    cache.done = true;
   }
 
   /// Evaluation-mode output (running statistics), keeps nothing.
@@ -114,15 +127,19 @@ class BatchNorm2d {
     }
   }
 
-  void backward(ConstView<T> dy, View<T> dx) { backward_scaled(dy, T(1), dx); }
+  void backward(const Cache& cache, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    backward_scaled(cache, dy, T(1), dx, g);
+  }
   /// backward(s·dy, dx) without forming s·dy (core/module.hpp ScaledBackward).
-  void backward_scaled(ConstView<T> dy, T s, View<T> dx) {
-    require<shape_error>(has_cache_, "BatchNorm2d", "backward()", "a preceding forward()", "none");
-    require_shape(dy, xhat_.shape(), "BatchNorm2d", "dy");
-    require_shape(dx, xhat_.shape(), "BatchNorm2d", "dx");
+  void backward_scaled(const Cache& cache, ConstView<T> dy, T s, View<T> dx, Grad g = {}) {
+    require_forward(cache.done, "BatchNorm2d");
+    require_shape(dy, cache.xhat.shape(), "BatchNorm2d", "dy");
+    require_input_grad(dx, cache.xhat.shape(), g, "BatchNorm2d");
     const index_t B = dy.dim(0), HW = dy.dim(2) * dy.dim(3), n = B * HW;
     const T* gp = dy.data();
-    const T* hp = xhat_.data();
+    const T* hp = cache.xhat.data();
+    const T* scale = cache.scale.data();
+    const bool batch_stats = cache.batch_stats;
     T* dxp = dx.data();
     LAMINA_PARALLEL_FOR
     for (index_t c = 0; c < C_; ++c) {
@@ -134,10 +151,13 @@ class BatchNorm2d {
           sgh += double(gp[off + i]) * double(hp[off + i]);
         }
       }
-      dbeta_[c] += T(double(s) * sg);
-      dgamma_[c] += T(double(s) * sgh);
-      const T k = gamma_[c] * scale_[c] * s;
-      if (batch_stats_) {  // dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂))
+      if (g.params) {
+        dbeta_[c] += T(double(s) * sg);
+        dgamma_[c] += T(double(s) * sgh);
+      }
+      if (!g.input) continue;
+      const T k = gamma_[c] * scale[c] * s;
+      if (batch_stats) {  // dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂))
         const T mg = T(sg / double(n)), mgh = T(sgh / double(n));
         for (index_t b = 0; b < B; ++b) {
           const index_t off = (b * C_ + c) * HW;
@@ -152,6 +172,9 @@ class BatchNorm2d {
     }
   }
 
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
+
   template <class F>
   void visit(F&& f, const std::string& prefix) {
     f(ParamRef<T>{prefix + "weight", gamma_.view(), dgamma_.view(), true, true});
@@ -163,8 +186,9 @@ class BatchNorm2d {
  private:
   index_t C_;
   double eps_, momentum_;
-  bool training_ = true, batch_stats_ = true, has_cache_ = false;
-  Tensor<T> gamma_, beta_, dgamma_, dbeta_, rmean_, rvar_, scale_, xhat_;
+  bool training_ = true;
+  Tensor<T> gamma_, beta_, dgamma_, dbeta_, rmean_, rvar_;
+  Cache cache_;
 };
 
 }  // namespace lamina

@@ -96,7 +96,7 @@ class Conv2d {
     require(o.in_channels > 0, "Conv2d", "in_channels", "> 0", o.in_channels);
     require(o.out_channels > 0, "Conv2d", "out_channels", "> 0", o.out_channels);
     require(o.kernel_h > 0 && o.kernel_w > 0, "Conv2d", "kernel size", "> 0",
-            detail::concat(o.kernel_h, "x", o.kernel_w));
+            detail::text(o.kernel_h, "x", o.kernel_w));
     require(o.stride > 0, "Conv2d", "stride", "> 0", o.stride);
     require(o.padding >= 0, "Conv2d", "padding", ">= 0", o.padding);
     const Shape ws{o.out_channels, o.in_channels, o.kernel_h, o.kernel_w};
@@ -117,18 +117,23 @@ class Conv2d {
 
   Shape output_shape(const Shape& in) const {
     require<shape_error>(in.rank() == 4 && in[1] == o_.in_channels && in[0] > 0, "Conv2d", "x shape",
-                         detail::concat("[B > 0, ", o_.in_channels, ", H, W]"), in);
+                         detail::text("[B > 0, ", o_.in_channels, ", H, W]"), in);
     const index_t Ho = (in[2] + 2 * o_.padding - o_.kernel_h) / o_.stride + 1;
     const index_t Wo = (in[3] + 2 * o_.padding - o_.kernel_w) / o_.stride + 1;
     require<shape_error>(in[2] + 2 * o_.padding >= o_.kernel_h && in[3] + 2 * o_.padding >= o_.kernel_w, "Conv2d",
-                         "x spatial size", detail::concat("padded size >= kernel ", o_.kernel_h, "x", o_.kernel_w),
+                         "x spatial size", detail::text("padded size >= kernel ", o_.kernel_h, "x", o_.kernel_w),
                          in);
     return Shape{in[0], o_.out_channels, Ho, Wo};
   }
 
-  void forward(ConstView<T> x, View<T> y) {
+  struct Cache {
+    ConstView<T> x;  ///< the input, until backward
+  };
+
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
+    c.x = {};
     infer(x, y);
-    x_ = x;
+    c.x = x;
   }
 
   void infer(ConstView<T> x, View<T> y) {
@@ -159,15 +164,18 @@ class Conv2d {
     }
   }
 
-  void backward(ConstView<T> dy, View<T> dx) {
-    require<shape_error>(x_.data() != nullptr, "Conv2d", "backward()", "a preceding forward()", "none");
-    const Shape ys = output_shape(x_.shape());
+  /// {.input = false} skips the data gradient (its GEMM and col2im);
+  /// {.params = false} skips the weight gradient (im2col and its GEMM).
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad want = {}) {
+    require_forward(c.x.data() != nullptr, "Conv2d");
+    const Shape ys = output_shape(c.x.shape());
     require_shape(dy, ys, "Conv2d", "dy");
-    require_shape(dx, x_.shape(), "Conv2d", "dx");
-    const Geometry g = geometry(x_.shape(), ys);
+    require_input_grad(dx, c.x.shape(), want, "Conv2d");
+    if (!want.input && !want.params) return;
+    const Geometry g = geometry(c.x.shape(), ys);
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
-    prepare_scratch(g, true);
-    const T* xp = x_.data();
+    prepare_scratch(g, want.params);
+    const T* xp = c.x.data();
     const T* gp = dy.data();
     T* dxp = dx.data();
     LAMINA_PARALLEL_FOR
@@ -177,26 +185,33 @@ class Conv2d {
       auto dW = Eigen::Map<RowMatrix<T>>(sc.dW.data(), o_.out_channels, g.K);
       if (is_pointwise()) {
         Eigen::Map<const RowMatrix<T>> col(xp + b * g.in_image, g.K, g.P);
-        dW.noalias() += G * col.transpose();
-        Eigen::Map<RowMatrix<T>>(dxp + b * g.in_image, g.K, g.P).noalias() += Wm.transpose() * G;
+        if (want.params) dW.noalias() += G * col.transpose();
+        if (want.input) Eigen::Map<RowMatrix<T>>(dxp + b * g.in_image, g.K, g.P).noalias() += Wm.transpose() * G;
       } else {
-        detail::im2col(xp + b * g.in_image, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
-                       o_.padding, g.Ho, g.Wo, sc.col.data());
         Eigen::Map<RowMatrix<T>> col(sc.col.data(), g.K, g.P);
-        dW.noalias() += G * col.transpose();
-        col.noalias() = Wm.transpose() * G;  // col now holds dcol
-        detail::col2im_add(sc.col.data(), o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
-                           o_.padding, g.Ho, g.Wo, dxp + b * g.in_image);
+        if (want.params) {
+          detail::im2col(xp + b * g.in_image, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
+                         o_.padding, g.Ho, g.Wo, sc.col.data());
+          dW.noalias() += G * col.transpose();
+        }
+        if (want.input) {
+          col.noalias() = Wm.transpose() * G;  // col now holds dcol
+          detail::col2im_add(sc.col.data(), o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
+                             o_.padding, g.Ho, g.Wo, dxp + b * g.in_image);
+        }
       }
-      if (o_.bias) Eigen::Map<ColVector<T>>(sc.db.data(), o_.out_channels).noalias() += G.rowwise().sum();
+      if (o_.bias && want.params) Eigen::Map<ColVector<T>>(sc.db.data(), o_.out_channels).noalias() += G.rowwise().sum();
     }
     // Per-thread partial sums, reduced in a fixed order (deterministic for a given thread count).
     for (Scratch& sc : scratch_) {
-      if (!sc.used) continue;
+      if (!sc.used || !want.params) continue;
       detail_axpy(dW_.data(), sc.dW.data(), dW_.size());
       if (o_.bias) detail_axpy(db_.data(), sc.db.data(), db_.size());
     }
   }
+
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
 
   template <class F>
   void visit(F&& f, const std::string& prefix) {
@@ -235,8 +250,8 @@ class Conv2d {
 
   Conv2dOptions o_;
   Tensor<T> W_, dW_, b_, db_;
-  ConstView<T> x_;
   std::vector<Scratch> scratch_;
+  Cache cache_;
 };
 
 }  // namespace lamina

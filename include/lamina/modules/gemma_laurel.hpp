@@ -23,7 +23,7 @@ class GemmaLaurel {
 
   GemmaLaurel(Inner inner, index_t D, index_t rank, Rng& rng, double eps = 1e-6)
       : inner_(std::move(inner)), in_norm_(D, eps), post_norm_(D, eps), lr_norm_(D, eps), D_(D) {
-    require(rank >= 1 && rank <= D, "GemmaLaurel", "rank r", detail::concat("in [1, D = ", D, "]"), rank);
+    require(rank >= 1 && rank <= D, "GemmaLaurel", "rank r", detail::text("in [1, D = ", D, "]"), rank);
     lr_ = laurel::LowRank<T>(D, rank, laurel::AInit::xavier_uniform, rng);
     init::xavier_uniform(lr_.B().view(), rng);
   }
@@ -31,37 +31,52 @@ class GemmaLaurel {
   laurel::LowRank<T>& low_rank() noexcept { return lr_; }
 
   Shape output_shape(const Shape& in) const {
-    require<shape_error>(in.rank() == 2 && in.cols() == D_, "GemmaLaurel", "x shape", detail::concat("[N, ", D_, "]"), in);
+    require<shape_error>(in.rank() == 2 && in.cols() == D_, "GemmaLaurel", "x shape", detail::text("[N, ", D_, "]"), in);
     const Shape a = inner_.output_shape(in);
     require<shape_error>(a == in, "GemmaLaurel", "inner output shape", in, a);
     return in;
   }
-  void forward(ConstView<T> x, View<T> y) { run(x, y, true); }
-  void infer(ConstView<T> x, View<T> y) { run(x, y, false); }
+  struct Cache {
+    ConstView<T> x;
+    Tensor<T> u, a, v, p;  ///< RMSNorm_in(x), inner(u), (u L) R, RMSNorm_post(a)
+    typename laurel::LowRank<T>::Mat U;  ///< u L
+    typename RMSNorm<T>::Cache in_norm, post_norm, lr_norm;
+    typename Inner::Cache inner;
+  };
 
-  void backward(ConstView<T> dy, View<T> dx) {
-    require<shape_error>(x_.data() != nullptr, "GemmaLaurel", "backward()", "a preceding forward()", "none");
-    require_shape(dy, x_.shape(), "GemmaLaurel", "dy");
-    require_shape(dx, x_.shape(), "GemmaLaurel", "dx");
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass pass = {}) {
+    c.x = {};
+    run(x, y, &c, pass);
+    c.x = x;
+  }
+  void infer(ConstView<T> x, View<T> y) { run(x, y, nullptr, {}); }
+
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad want = {}) {
+    require_forward(c.x.data() != nullptr, "GemmaLaurel");
+    require_shape(dy, c.x.shape(), "GemmaLaurel", "dy");
+    require_input_grad(dx, c.x.shape(), want, "GemmaLaurel");
     const index_t n = dy.size();
     const T k = T(1 / std::sqrt(2.0));
+    const Grad through{.input = true, .params = want.params};  // u's gradient is needed in any case
     g_.resize(dy.shape());  // dL/dp = dL/dl = dL/dx (direct) = dy / sqrt 2
     for (index_t i = 0; i < n; ++i) g_[i] = k * dy.data()[i];
-    axpy(dx.data(), g_.data(), n);
+    if (want.input) axpy(dx.data(), g_.data(), n);
     du_.resize(dy.shape());
     std::copy(g_.data(), g_.data() + n, du_.data());  // l = u + ...
     dv_.resize(dy.shape());
     fill_zero(dv_.data(), n);
-    lr_norm_.backward(g_.cview(), dv_.view());
+    lr_norm_.backward(c.lr_norm, g_.cview(), dv_.view(), through);
     const T one = T(1);
     const ChannelGeometry geo = ChannelGeometry::of(dy.shape(), "GemmaLaurel", "dy");
-    lr_.backward(geo, dv_.data(), u_.data(), du_.data(), &one, false, U_);
+    lr_.backward(geo, dv_.data(), c.u.data(), du_.data(), &one, false, c.U, through);
     da_.resize(dy.shape());
     fill_zero(da_.data(), n);
-    post_norm_.backward(g_.cview(), da_.view());
-    inner_.backward(da_.cview(), du_.view());
-    in_norm_.backward(du_.cview(), dx);
+    post_norm_.backward(c.post_norm, g_.cview(), da_.view(), through);
+    inner_.backward(c.inner, da_.cview(), du_.view(), through);
+    in_norm_.backward(c.in_norm, du_.cview(), dx, want);
   }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
 
   template <class F>
   void visit(F&& f, const std::string& prefix) {
@@ -75,41 +90,36 @@ class GemmaLaurel {
   void set_training(bool on) { lamina::set_training(inner_, on); }
 
  private:
-  void run(ConstView<T> x, View<T> y, bool train) {
+  // The training pass (c given) keeps u, a, v, p and the parts' caches in c;
+  // infer uses the module's own buffers.
+  void run(ConstView<T> x, View<T> y, Cache* c, Pass pass) {
     require_contiguous(x, "GemmaLaurel", "x");
     const Shape s = output_shape(x.shape());
     require_shape(y, s, "GemmaLaurel", "y");
     const index_t n = x.size();
-    // The training pass keeps u, a, v (and the norms keep views of them); infer
-    // uses its own buffers.
-    Tensor<T>& u = train ? u_ : iu_;
-    Tensor<T>& a = train ? a_ : ia_;
-    Tensor<T>& v = train ? v_ : iv_;
-    Tensor<T>& p = train ? p_ : ip_;
-    u.resize(s), a.resize(s), v.resize(s), p.resize(s);
-    if (train) in_norm_.forward(x, u.view());
-    else in_norm_.infer(x, u.view());
-    if (train) inner_.forward(u.cview(), a.view());
-    else inner_.infer(u.cview(), a.view());
-    if (train) post_norm_.forward(a.cview(), p.view());
-    else post_norm_.infer(a.cview(), p.view());
-    fill_zero(v.data(), n);
+    Cache& w = c ? *c : infer_;
+    w.u.resize(s), w.a.resize(s), w.v.resize(s), w.p.resize(s);
+    if (c) in_norm_.forward(x, w.u.view(), w.in_norm, pass);
+    else in_norm_.infer(x, w.u.view());
+    if (c) inner_.forward(w.u.cview(), w.a.view(), w.inner, pass);
+    else inner_.infer(w.u.cview(), w.a.view());
+    if (c) post_norm_.forward(w.a.cview(), w.p.view(), w.post_norm, pass);
+    else post_norm_.infer(w.a.cview(), w.p.view());
+    fill_zero(w.v.data(), n);
     const T one = T(1);
-    lr_.forward(ChannelGeometry::of(s, "GemmaLaurel", "x"), u.data(), v.data(), &one, false, train ? U_ : iU_);
-    if (train) lr_norm_.forward(v.cview(), y);
-    else lr_norm_.infer(v.cview(), y);
+    lr_.forward(ChannelGeometry::of(s, "GemmaLaurel", "x"), w.u.data(), w.v.data(), &one, false, w.U);
+    if (c) lr_norm_.forward(w.v.cview(), y, w.lr_norm, pass);
+    else lr_norm_.infer(w.v.cview(), y);
     const T k = T(1 / std::sqrt(2.0));
-    for (index_t i = 0; i < n; ++i) y.data()[i] = k * (x.data()[i] + p[i] + u[i] + y.data()[i]);
-    if (train) x_ = x;
+    for (index_t i = 0; i < n; ++i) y.data()[i] = k * (x.data()[i] + w.p[i] + w.u[i] + y.data()[i]);
   }
 
   Inner inner_;
   RMSNorm<T> in_norm_, post_norm_, lr_norm_;
   laurel::LowRank<T> lr_;
   index_t D_;
-  ConstView<T> x_;
-  Tensor<T> u_, a_, v_, p_, iu_, ia_, iv_, ip_, g_, du_, dv_, da_;
-  typename laurel::LowRank<T>::Mat U_, iU_;
+  Tensor<T> g_, du_, dv_, da_;  // backward scratch
+  Cache infer_, cache_;
 };
 
 }  // namespace lamina

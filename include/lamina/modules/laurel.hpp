@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "lamina/core/channels.hpp"
-#include "lamina/core/history.hpp"
 #include "lamina/core/init.hpp"
 #include "lamina/core/module.hpp"
 #include "lamina/core/sequential.hpp"
+#include "lamina/core/stage_memory.hpp"
 #include "lamina/modules/low_rank.hpp"
 
 namespace lamina::laurel {
@@ -91,14 +91,14 @@ class Laurel {
   /// D: width of the stream (channels of f's output). rng draws Xavier A.
   Laurel(F f, S s, index_t D, const laurel::Options& o, Rng& rng) : f_(std::move(f)), s_(std::move(s)), D_(D), o_(o) {
     require(D > 0, "Laurel", "D", "> 0", D);
-    require(V::rw || !o.per_channel, "Laurel", "per_channel", "a variant with RW (alpha, beta)", detail::concat(V::name));
+    require(V::rw || !o.per_channel, "Laurel", "per_channel", "a variant with RW (alpha, beta)", detail::text(V::name));
     if constexpr (V::pa) {
       require(o.history >= 1, "Laurel", "history k", ">= 1", o.history);
       if (o.h == laurel::History::automatic) o_.h = V::lr ? laurel::History::low_rank : laurel::History::identity;
     }
     if (uses_rank()) {
       require(o.rank >= 1, "Laurel", "rank r", ">= 1", o.rank);
-      require(o.rank <= D, "Laurel", "rank r", detail::concat("<= D = ", D), o.rank);
+      require(o.rank <= D, "Laurel", "rank r", detail::text("<= D = ", D), o.rank);
     }
     const index_t dc = coef_width();
     if constexpr (V::rw) {
@@ -144,30 +144,70 @@ class Laurel {
 
   Shape output_shape(const Shape& in) const {
     const Shape a = f_.output_shape(in), b = s_.output_shape(in);
-    require<shape_error>(a == b, "Laurel", "branch output shapes", detail::concat("f(x) ", a), detail::concat("shortcut(x) ", b));
+    require<shape_error>(a == b, "Laurel", "branch output shapes", detail::text("f(x) ", a), detail::text("shortcut(x) ", b));
     const ChannelGeometry g = ChannelGeometry::of(a, "Laurel", "stream shape");
     require<shape_error>(g.D == D_, "Laurel", "stream width D (channels)", D_, g.D);
     return a;
   }
 
-  void forward(ConstView<T> x, View<T> y) { run(x, y, train_, true); }
-  void infer(ConstView<T> x, View<T> y) { run(x, y, infer_, false); }
+  /// The state of one application.
+  struct Cache {
+    Shape x_shape;
+    ConstView<T> stream;
+    Tensor<T> own_stream, fx;  // fx = f(x), kept for g_α
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> U;
+    std::vector<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> Uh;
+    std::vector<ConstView<T>> preds;       // PA: s_{i-j}, j = 1..npred
+    std::vector<std::size_t> pred_blocks;  // PA: their blocks in the stage memory
+    BlockMemory<T> memory;                 // PA: this block's place in the stage memory
+    index_t npred = 0;
+    typename F::Cache f;
+    typename S::Cache s;
+    bool done = false;
+  };
 
-  void backward(ConstView<T> dy, View<T> dx) {
-    Cache& c = train_;
-    require<shape_error>(c.stream.data() != nullptr, "Laurel", "backward()", "a preceding forward()", "none");
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {}) { run(x, y, c, BlockMemory<T>{}, true, p); }
+  void infer(ConstView<T> x, View<T> y) { run(x, y, infer_, BlockMemory<T>{}, false, {}); }
+  /// PA: publishes its stream s in the stage memory and reads the k most recent
+  /// earlier ones (core/stage_memory.hpp); their gradients are added there.
+  void forward(ConstView<T> x, View<T> y, Cache& c, BlockMemory<T> mem, Pass p = {})
+    requires V::pa
+  {
+    run(x, y, c, mem, true, p);
+  }
+  void infer(ConstView<T> x, View<T> y, BlockMemory<T> mem)
+    requires V::pa
+  {
+    run(x, y, infer_, mem, false, {});
+  }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
+
+  /// {.params = false} leaves w, γ, A, B (and f's, the shortcut's) gradients
+  /// untouched; {.input = false} computes dx into scratch (the shortcut's and the
+  /// stage memory's gradients need it) and drops it.
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx_out, Grad want = {}) {
+    require_forward(c.done, "Laurel");
     require_shape(dy, c.stream.shape(), "Laurel", "dy");
-    require_shape(dx, c.x_shape, "Laurel", "dx");
+    require_input_grad(dx_out, c.x_shape, want, "Laurel");
+    View<T> dx = dx_out;
+    if (!want.input) {
+      dx_scratch_.resize(c.x_shape);
+      fill_zero(dx_scratch_.data(), dx_scratch_.size());
+      dx = dx_scratch_.view();
+    }
+    const Grad through{.input = true, .params = want.params};
     const ChannelGeometry g = ChannelGeometry::of(dy.shape(), "Laurel", "dy");
     const T* G = dy.data();
     const index_t np = c.npred;
 
     // Where the skip gradient dL/ds goes: straight into dx for a plain identity
-    // shortcut; otherwise into the stream's slot, which later blocks have filled.
+    // shortcut; into the stream's entry of the stage memory, which later blocks
+    // have filled (PA in a stage); else into zeroed scratch.
     View<T> ds = dx;
-    if constexpr (V::pa) {
-      ds = slot_.grad.view();
-    } else if constexpr (!identity_shortcut) {
+    if (V::pa && c.memory.attached()) {
+      ds = c.memory.own_grad(memory_key::laurel_stream);
+    } else if (V::pa || !identity_shortcut) {
       ds_.resize(dy.shape());
       fill_zero(ds_.data(), ds_.size());
       ds = ds_.view();
@@ -186,7 +226,7 @@ class Laurel {
     const ChannelChunks chunks{g, per_channel()};
     const index_t W = chunks.width();
     std::vector<T*> dpred(static_cast<std::size_t>(nid));
-    for (index_t j = 0; j < nid; ++j) dpred[static_cast<std::size_t>(j)] = c.pred_slots[static_cast<std::size_t>(j)]->grad.data();
+    for (index_t j = 0; j < nid; ++j) dpred[static_cast<std::size_t>(j)] = pred_grad(c, j);
     auto backward_elementwise = [&](index_t k, double* acc) {
       chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
         constexpr int St = decltype(step)::value;
@@ -253,8 +293,7 @@ class Laurel {
         }
       });
     };
-    std::vector<Term> terms = low_rank_terms(c, g, ds.data());
-    using Mat = typename laurel::LowRank<T>::Mat;
+    std::vector<Term> terms = low_rank_terms(c, ds.data());
     const int nt = g.dense() ? 1 : num_threads();  // thread-private partial sums of M and dA
     std::vector<std::vector<Mat>> Mp, dAp;
     for (Term& t : terms) {
@@ -268,7 +307,8 @@ class Laurel {
         for (std::size_t ti = 0; ti < terms.size(); ++ti) {
           Term& t = terms[ti];
           t.lr->backward_block(rows_of<Eigen::ColMajor>(G, g, k), rows_of<Eigen::ColMajor>(t.src, g, k),
-                               rows_of<Eigen::ColMajor>(t.dsrc, g, k), *t.U, k * g.inner, t.Bs, Mp[ti][th], dAp[ti][th]);
+                               rows_of<Eigen::ColMajor>(t.dsrc, g, k), *t.U, k * g.inner, t.Bs, Mp[ti][th], dAp[ti][th],
+                               through);
         }
       }
     });
@@ -286,7 +326,7 @@ class Laurel {
         dg += beta_at(ch) * q[ch];
         gb[static_cast<std::size_t>(ch)] += double(gamma_[j]) * q[ch];
       }
-      dgamma_[j] += T(dg);
+      if (want.params) dgamma_[j] += T(dg);
     }
 
     // Low-rank terms: their GEMMs for dense rows (images were done per image above),
@@ -295,7 +335,8 @@ class Laurel {
       Term& t = terms[ti];
       if (g.dense())
         t.lr->backward_block(rows_of<Eigen::RowMajor>(G, g, 0), rows_of<Eigen::RowMajor>(t.src, g, 0),
-                             rows_of<Eigen::RowMajor>(t.dsrc, g, 0), *t.U, 0, t.Bs, Mp[ti][0], dAp[ti][0]);
+                             rows_of<Eigen::RowMajor>(t.dsrc, g, 0), *t.U, 0, t.Bs, Mp[ti][0], dAp[ti][0], through);
+      if (!want.params) continue;
       for (int th = 1; th < nt; ++th) Mp[ti][0] += Mp[ti][std::size_t(th)], dAp[ti][0] += dAp[ti][std::size_t(th)];
       const std::vector<double> tv = t.lr->finish_backward(Mp[ti][0], dAp[ti][0], t.scale.data(), per_channel());
       double dg = 0;
@@ -306,15 +347,16 @@ class Laurel {
       if (ti > 0 || !V::lr) dgamma_[index_t(V::lr ? ti - 1 : ti)] += T(dg);
     }
 
-    if constexpr (V::rw) chain_rule(ga, gb);
+    if constexpr (V::rw)
+      if (want.params) chain_rule(ga, gb);
 
     if constexpr (V::rw && ScaledBackward<F>) {
-      if (fold_alpha) f_.backward_scaled(dy, alpha_[0], dx);
-      else f_.backward(dF_.cview(), dx);
+      if (fold_alpha) f_.backward_scaled(c.f, dy, alpha_[0], dx, through);
+      else f_.backward(c.f, dF_.cview(), dx, through);
     } else {
-      f_.backward(V::rw ? dF_.cview() : dy, dx);
+      f_.backward(c.f, V::rw ? dF_.cview() : dy, dx, through);
     }
-    if constexpr (!identity_shortcut) s_.backward(ds, dx);
+    if constexpr (!identity_shortcut) s_.backward(c.s, ds, dx, through);
     else if constexpr (V::pa) axpy(dx.data(), ds.data(), ds.size());
   }
 
@@ -342,30 +384,11 @@ class Laurel {
     lamina::set_training(s_, on);
   }
 
-  // PA: the stream this connection publishes and the earlier ones it reads.
-  StreamSlot<T>* stream_slot() noexcept
-    requires V::pa
-  {
-    return &slot_;
-  }
-  void link_predecessors(std::span<StreamSlot<T>* const> earlier)
-    requires V::pa
-  {
-    const std::size_t k = std::min(earlier.size(), static_cast<std::size_t>(o_.history));
-    linked_.assign(earlier.begin(), earlier.begin() + static_cast<std::ptrdiff_t>(k));
-  }
-
  private:
-  struct Cache {
-    Shape x_shape;
-    ConstView<T> stream;
-    Tensor<T> own_stream, fx;  // fx = f(x), kept for g_α
-    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> U;
-    std::vector<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> Uh;
-    std::vector<ConstView<T>> preds;
-    std::vector<StreamSlot<T>*> pred_slots;
-    index_t npred = 0;
-  };
+  // PA: the gradient buffer of earlier stream j (in the stage memory).
+  static T* pred_grad(const Cache& c, index_t j) {
+    return c.memory.grad(c.pred_blocks[static_cast<std::size_t>(j)], memory_key::laurel_stream).data();
+  }
 
   bool per_channel() const noexcept { return V::rw && o_.per_channel; }
   bool uses_rank() const noexcept { return V::lr || (V::pa && o_.h == laurel::History::low_rank); }
@@ -457,31 +480,34 @@ class Laurel {
     });
   }
 
-  struct Term {  // one low-rank product of the connection
+  using Mat = typename laurel::LowRank<T>::Mat;
+  template <class UMat>  // Mat in the forward (which writes U), const Mat in the backward
+  struct TermOf {        // one low-rank product of the connection
     laurel::LowRank<T>* lr;
     const T* src;  // the stream it reads
     T* dsrc;       // that stream's gradient
-    typename laurel::LowRank<T>::Mat* U;
+    UMat* U;       // s A (sized by prepare_low_rank)
     std::vector<T> scale;  // coef·β per column
-    typename laurel::LowRank<T>::Mat Bs;
+    Mat Bs;
     T coef;
   };
+  using Term = TermOf<const Mat>;
   // The LR term (coef 1) and the low-rank h_j (coef γ_j) of the cached pass; U sized.
-  std::vector<Term> low_rank_terms(Cache& c, const ChannelGeometry& g, T* ds) {
-    std::vector<Term> terms;
-    auto add = [&](laurel::LowRank<T>& lr, const T* src, T* dsrc, typename laurel::LowRank<T>::Mat& U, T coef) {
-      Term t{&lr, src, dsrc, &U, scale(coef), {}, coef};
+  template <class C>
+  auto low_rank_terms(C& c, T* ds) {
+    using UMat = std::conditional_t<std::is_const_v<C>, const Mat, Mat>;
+    std::vector<TermOf<UMat>> terms;
+    auto add = [&](laurel::LowRank<T>& lr, const T* src, T* dsrc, UMat& U, T coef) {
+      TermOf<UMat> t{&lr, src, dsrc, &U, scale(coef), {}, coef};
       t.Bs = lr.scaled(t.scale.data(), per_channel());
-      if (U.rows() != g.rows() || U.cols() != lr.rank()) U.resize(g.rows(), lr.rank());
       terms.push_back(std::move(t));
     };
     if constexpr (V::lr) add(lr_, c.stream.data(), ds, c.U, T(1));
     if constexpr (V::pa) {
       if (low_rank_history()) {
-        c.Uh.resize(static_cast<std::size_t>(c.npred));
         for (index_t j = 0; j < c.npred; ++j) {
           const auto ju = static_cast<std::size_t>(j);
-          add(h_[ju], c.preds[ju].data(), ds ? c.pred_slots[ju]->grad.data() : nullptr, c.Uh[ju], gamma_[j]);
+          add(h_[ju], c.preds[ju].data(), ds ? pred_grad(c, j) : nullptr, c.Uh[ju], gamma_[j]);
         }
       }
     }
@@ -494,11 +520,26 @@ class Laurel {
     else return detail::block_map<Order>(p + k * g.D * g.inner, g.inner, g.D);
   }
 
-  void run(ConstView<T> x, View<T> y, Cache& c, bool train) {
+  // PA: publish s, collect the earlier streams.
+  void link_memory(Cache& c, const BlockMemory<T>& mem, const Shape& ys) {
+    c.memory = mem;
+    mem.publish(memory_key::laurel_stream, c.stream);
+    mem.earlier(memory_key::laurel_stream, static_cast<std::size_t>(o_.history), c.pred_blocks);
+    c.npred = static_cast<index_t>(c.pred_blocks.size());
+    c.preds.clear();
+    for (std::size_t j : c.pred_blocks) {
+      const ConstView<T> v = mem.value(j, memory_key::laurel_stream);
+      require<shape_error>(v.shape() == ys, "Laurel", "earlier stream x_{i-j} shape", ys, v.shape());
+      c.preds.push_back(v);
+    }
+  }
+
+  void run(ConstView<T> x, View<T> y, Cache& c, const BlockMemory<T>& mem, bool train, Pass p) {
     require_contiguous(x, "Laurel", "x");
     const Shape ys = output_shape(x.shape());
     require_shape(y, ys, "Laurel", "y");
     const ChannelGeometry g = ChannelGeometry::of(ys, "Laurel", "y");
+    c.done = false;
     c.x_shape = x.shape();
 
     // The stream s: x, or the projection shortcut's output.
@@ -506,26 +547,13 @@ class Laurel {
       c.stream = x;
     } else {
       c.own_stream.resize(ys);
-      if (train) s_.forward(x, c.own_stream.view());
+      if (train) s_.forward(x, c.own_stream.view(), c.s, p);
       else s_.infer(x, c.own_stream.view());
       c.stream = c.own_stream.cview();
     }
-    if constexpr (V::pa) {
-      (train ? slot_.train : slot_.infer) = c.stream;
-      if (train) {
-        slot_.grad.resize(ys);
-        fill_zero(slot_.grad.data(), slot_.grad.size());
-      }
-      c.npred = static_cast<index_t>(linked_.size());
-      c.preds.clear();
-      c.pred_slots = linked_;
-      for (StreamSlot<T>* p : linked_) {
-        const ConstView<T> v = train ? p->train : p->infer;
-        require<shape_error>(v.shape() == ys, "Laurel", "earlier stream x_{i-j} shape", ys, v.shape());
-        c.preds.push_back(v);
-      }
-    }
+    if constexpr (V::pa) link_memory(c, mem, ys);
     update_coefficients();
+    prepare_low_rank(c, g);
 
     // f(x): into y directly, or into F when RW needs it again for g_α.
     View<T> fo = y;
@@ -533,7 +561,7 @@ class Laurel {
       c.fx.resize(ys);
       fo = c.fx.view();
     }
-    if (train) f_.forward(x, fo);
+    if (train) f_.forward(x, fo, c.f, p);
     else f_.infer(x, fo);
 
     // y = α F + β (s + Σ_j γ_j s_{i-j}) for identity h, in one pass.
@@ -542,18 +570,30 @@ class Laurel {
     const ChannelChunks chunks{g, per_channel()};
     // Low-rank terms y += (s A)(B diag β) and γ_j (s_{i-j} A_j)(B_j diag β): on
     // images, each image right after its element-wise pass, while in cache.
-    std::vector<Term> terms = low_rank_terms(c, g, nullptr);
+    auto terms = low_rank_terms(c, nullptr);
     chunks.each([&](index_t k) {
       run_elementwise_forward(chunks, k, c, y, nid);
       if (!g.dense())
-        for (Term& t : terms)
+        for (auto& t : terms)
           t.lr->forward_block(rows_of<Eigen::ColMajor>(t.src, g, k), rows_of<Eigen::ColMajor>(y.data(), g, k), *t.U, k * g.inner, t.Bs);
     });
 
     if (g.dense())
-      for (Term& t : terms) t.lr->forward_block(rows_of<Eigen::RowMajor>(t.src, g, 0), rows_of<Eigen::RowMajor>(y.data(), g, 0), *t.U, 0, t.Bs);
+      for (auto& t : terms) t.lr->forward_block(rows_of<Eigen::RowMajor>(t.src, g, 0), rows_of<Eigen::RowMajor>(y.data(), g, 0), *t.U, 0, t.Bs);
+    c.done = true;
   }
 
+  // U = s A of each low-rank term, sized for this pass.
+  void prepare_low_rank(Cache& c, const ChannelGeometry& g) {
+    auto size = [&](auto& U, index_t r) {
+      if (U.rows() != g.rows() || U.cols() != r) U.resize(g.rows(), r);
+    };
+    if constexpr (V::lr) size(c.U, lr_.rank());
+    if (low_rank_history()) {
+      c.Uh.resize(static_cast<std::size_t>(c.npred));
+      for (index_t j = 0; j < c.npred; ++j) size(c.Uh[static_cast<std::size_t>(j)], o_.rank);
+    }
+  }
   F f_;
   S s_;
   index_t D_;
@@ -563,10 +603,8 @@ class Laurel {
   laurel::LowRank<T> lr_;             // A, B (LR variants)
   std::vector<laurel::LowRank<T>> h_;  // A_j, B_j (low-rank h of PA)
   std::vector<T> alpha_, beta_;
-  Cache train_, infer_;
-  Tensor<T> dF_, ds_;
-  StreamSlot<T> slot_;
-  std::vector<StreamSlot<T>*> linked_;
+  Cache infer_, cache_;
+  Tensor<T> dF_, ds_, dx_scratch_;  // backward scratch
 };
 
 }  // namespace lamina

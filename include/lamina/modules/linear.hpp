@@ -36,16 +36,21 @@ class Linear {
 
   Shape output_shape(const Shape& in) const {
     require<shape_error>(in.rank() >= 1 && in.cols() == in_ && in.numel() > 0, "Linear", "x shape",
-                         detail::concat("[..., ", in_, "] and non-empty"), in);
+                         detail::text("[..., ", in_, "] and non-empty"), in);
     std::array<index_t, max_rank> d{};
     for (int i = 0; i < in.rank(); ++i) d[static_cast<std::size_t>(i)] = in[i];
     d[static_cast<std::size_t>(in.rank() - 1)] = out_;
     return Shape::from(d.begin(), d.begin() + in.rank());
   }
 
-  void forward(ConstView<T> x, View<T> y) {
+  struct Cache {
+    ConstView<T> x;  ///< the input, until backward
+  };
+
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
+    c.x = {};
     infer(x, y);
-    x_ = x;
+    c.x = x;
   }
   void infer(ConstView<T> x, View<T> y) {
     require_contiguous(x, "Linear", "x");
@@ -54,15 +59,19 @@ class Linear {
     Y.noalias() = as_matrix(x) * as_matrix(W_.cview());
     if (bias_) Y.rowwise() += as_vector(b_.cview()).transpose();
   }
-  void backward(ConstView<T> dy, View<T> dx) {
-    require<shape_error>(x_.data() != nullptr, "Linear", "backward()", "a preceding forward()", "none");
-    require_shape(dy, output_shape(x_.shape()), "Linear", "dy");
-    require_shape(dx, x_.shape(), "Linear", "dx");
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    require_forward(c.x.data() != nullptr, "Linear");
+    require_shape(dy, output_shape(c.x.shape()), "Linear", "dy");
+    require_input_grad(dx, c.x.shape(), g, "Linear");
     const auto G = as_matrix(dy);
-    as_matrix(dW_.view()).noalias() += as_matrix(x_).transpose() * G;
-    if (bias_) as_vector(db_.view()).noalias() += G.colwise().sum().transpose();
-    as_matrix(dx).noalias() += G * as_matrix(W_.cview()).transpose();
+    if (g.params) {
+      as_matrix(dW_.view()).noalias() += as_matrix(c.x).transpose() * G;
+      if (bias_) as_vector(db_.view()).noalias() += G.colwise().sum().transpose();
+    }
+    if (g.input) as_matrix(dx).noalias() += G * as_matrix(W_.cview()).transpose();
   }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
 
   template <class F>
   void visit(F&& f, const std::string& prefix) {
@@ -74,7 +83,7 @@ class Linear {
   index_t in_, out_;
   bool bias_;
   Tensor<T> W_, dW_, b_, db_;
-  ConstView<T> x_;
+  Cache cache_;
 };
 
 }  // namespace lamina

@@ -60,13 +60,17 @@ class LowRank {
     Ub.noalias() = X * matrix(A_.cview());
     Y.noalias() += Ub * Bs;
   }
-  /// With P = G Bsᵀ: M += Uᵀ G, dA += Xᵀ P, DS += P Aᵀ (M, dA partial sums).
+  /// With P = G Bsᵀ: M += Uᵀ G, dA += Xᵀ P (M, dA partial sums; when g.params),
+  /// DS += P Aᵀ (when g.input).
   template <class Gm, class Xm, class Dm>
-  void backward_block(const Gm& G, const Xm& X, Dm&& DS, const Mat& U, index_t r0, const Mat& Bs, Mat& M, Mat& dA) const {
+  void backward_block(const Gm& G, const Xm& X, Dm&& DS, const Mat& U, index_t r0, const Mat& Bs, Mat& M, Mat& dA,
+                      Grad g = {}) const {
     const Mat P = G * Bs.transpose();
-    M.noalias() += U.middleRows(r0, G.rows()).transpose() * G;
-    dA.noalias() += X.transpose() * P;
-    DS.noalias() += P * matrix(A_.cview()).transpose();
+    if (g.params) {
+      M.noalias() += U.middleRows(r0, G.rows()).transpose() * G;
+      dA.noalias() += X.transpose() * P;
+    }
+    if (g.input) DS.noalias() += P * matrix(A_.cview()).transpose();
   }
   /// Adds dA and dB = M diag(scale) into the gradients; returns
   /// t[c] = Σ_k B[k,c] M[k,c] (= <G, U B> of column c), from which the caller
@@ -96,9 +100,10 @@ class LowRank {
     const Mat Bs = scaled(scale, per_column);
     for_each_row_block(g, [&](index_t r0, int, auto X, auto Y) { forward_block(X, Y, U, r0, Bs); }, s, y);
   }
-  /// Gradients of forward(): dB += M diag scale, dA += sᵀ P, ds += P Aᵀ; returns t.
+  /// Gradients of forward(): dB += M diag scale, dA += sᵀ P (when want.params),
+  /// ds += P Aᵀ (when want.input); returns t (empty without want.params).
   std::vector<double> backward(const ChannelGeometry& g, const T* G, const T* s, T* ds, const T* scale, bool per_column,
-                               const Mat& U) {
+                               const Mat& U, Grad want = {}) {
     const Mat Bs = scaled(scale, per_column);
     const int nt = g.dense() ? 1 : num_threads();
     // Thread-private partial sums of M and dA (images run in parallel).
@@ -107,9 +112,10 @@ class LowRank {
     for_each_row_block(
         g,
         [&](index_t r0, int t, auto Gb, auto X, auto DS) {
-          backward_block(Gb, X, DS, U, r0, Bs, M[static_cast<std::size_t>(t)], dA[static_cast<std::size_t>(t)]);
+          backward_block(Gb, X, DS, U, r0, Bs, M[static_cast<std::size_t>(t)], dA[static_cast<std::size_t>(t)], want);
         },
         G, s, ds);
+    if (!want.params) return {};
     for (int t = 1; t < nt; ++t) M[0] += M[static_cast<std::size_t>(t)], dA[0] += dA[static_cast<std::size_t>(t)];
     return finish_backward(M[0], dA[0], scale, per_column);
   }

@@ -15,10 +15,15 @@ class GlobalAvgPool {
                          in);
     return Shape{in[0], in[1]};
   }
-  void forward(ConstView<T> x, View<T> y) {
+  struct Cache {
+    Shape x_shape;
+    bool done = false;
+  };
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
+    c.done = false;
     infer(x, y);
-    in_ = x.shape();
-    has_cache_ = true;
+    c.x_shape = x.shape();
+    c.done = true;
   }
   void infer(ConstView<T> x, View<T> y) {
     require_contiguous(x, "GlobalAvgPool", "x");
@@ -32,11 +37,13 @@ class GlobalAvgPool {
       yp[k] = s / T(HW);
     }
   }
-  void backward(ConstView<T> dy, View<T> dx) {
-    require<shape_error>(has_cache_, "GlobalAvgPool", "backward()", "a preceding forward()", "none");
-    require_shape(dy, output_shape(in_), "GlobalAvgPool", "dy");
-    require_shape(dx, in_, "GlobalAvgPool", "dx");
-    const index_t BC = in_[0] * in_[1], HW = in_[2] * in_[3];
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    require_forward(c.done, "GlobalAvgPool");
+    const Shape& in = c.x_shape;
+    require_shape(dy, output_shape(in), "GlobalAvgPool", "dy");
+    require_input_grad(dx, in, g, "GlobalAvgPool");
+    if (!g.input) return;
+    const index_t BC = in[0] * in[1], HW = in[2] * in[3];
     const T* gp = dy.data();
     T* dxp = dx.data();
     for (index_t k = 0; k < BC; ++k) {
@@ -44,12 +51,13 @@ class GlobalAvgPool {
       for (index_t i = 0; i < HW; ++i) dxp[k * HW + i] += g;
     }
   }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
   template <class F>
   void visit(F&&, const std::string&) {}
 
  private:
-  Shape in_;
-  bool has_cache_ = false;
+  Cache cache_;
 };
 
 template <class T>
@@ -60,28 +68,34 @@ class Flatten {
     require<shape_error>(in.rank() >= 1 && in.numel() > 0, "Flatten", "x shape", "[B, ...], non-empty", in);
     return Shape{in[0], in.numel() / in[0]};
   }
-  void forward(ConstView<T> x, View<T> y) {
+  struct Cache {
+    Shape x_shape;
+    bool done = false;
+  };
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
+    c.done = false;
     infer(x, y);
-    in_ = x.shape();
-    has_cache_ = true;
+    c.x_shape = x.shape();
+    c.done = true;
   }
   void infer(ConstView<T> x, View<T> y) {
     require_contiguous(x, "Flatten", "x");
     require_shape(y, output_shape(x.shape()), "Flatten", "y");
     std::copy(x.data(), x.data() + x.size(), y.data());
   }
-  void backward(ConstView<T> dy, View<T> dx) {
-    require<shape_error>(has_cache_, "Flatten", "backward()", "a preceding forward()", "none");
-    require_shape(dy, output_shape(in_), "Flatten", "dy");
-    require_shape(dx, in_, "Flatten", "dx");
-    axpy(dx.data(), dy.data(), dy.size());
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    require_forward(c.done, "Flatten");
+    require_shape(dy, output_shape(c.x_shape), "Flatten", "dy");
+    require_input_grad(dx, c.x_shape, g, "Flatten");
+    if (g.input) axpy(dx.data(), dy.data(), dy.size());
   }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
   template <class F>
   void visit(F&&, const std::string&) {}
 
  private:
-  Shape in_;
-  bool has_cache_ = false;
+  Cache cache_;
 };
 
 }  // namespace lamina

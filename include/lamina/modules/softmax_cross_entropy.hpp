@@ -35,8 +35,8 @@ class SoftmaxCrossEntropy {
     correct_ = 0;
     for (index_t i = 0; i < N; ++i) {
       const std::int32_t y = labels[static_cast<std::size_t>(i)];
-      require(y >= 0 && y < K, "SoftmaxCrossEntropy", detail::concat("labels[", i, "]"),
-              detail::concat("in [0, ", K, ")"), y);
+      require(y >= 0 && y < K, "SoftmaxCrossEntropy", detail::text("labels[", i, "]"),
+              detail::text("in [0, ", K, ")"), y);
       const T* z = logits.data() + i * K;
       T* p = probs_.data() + i * K;
       index_t arg = 0;
