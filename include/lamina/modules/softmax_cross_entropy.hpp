@@ -29,6 +29,7 @@ class SoftmaxCrossEntropy {
     const index_t N = logits.dim(0), K = logits.dim(1);
     require<shape_error>(static_cast<index_t>(labels.size()) == N, "SoftmaxCrossEntropy", "labels size", N,
                          labels.size());
+    valid_ = false;  // a forward that throws leaves nothing for backward()
     probs_.resize(logits.shape());
     labels_.assign(labels.begin(), labels.end());
     double total = 0;
@@ -56,12 +57,13 @@ class SoftmaxCrossEntropy {
       total += li;
       correct_ += (arg == y);
     }
+    valid_ = true;
     return T(total / double(N));
   }
 
   /// Adds d(mean loss)/d(logits) = (softmax − q)/N, scaled by `scale`, into dlogits.
   void backward(View<T> dlogits, T scale = T(1)) const {
-    require<shape_error>(probs_.size() > 0, "SoftmaxCrossEntropy", "backward()", "a preceding forward()", "none");
+    require<shape_error>(valid_, "SoftmaxCrossEntropy", "backward()", "a preceding forward()", "none");
     require_shape(dlogits, probs_.shape(), "SoftmaxCrossEntropy", "dlogits");
     const index_t N = probs_.dim(0), K = probs_.dim(1);
     const T inv = scale / T(N), off = T(eps_ / double(K));
@@ -81,6 +83,7 @@ class SoftmaxCrossEntropy {
   Tensor<T> probs_;
   std::vector<std::int32_t> labels_;
   index_t correct_ = 0;
+  bool valid_ = false;
 };
 
 }  // namespace lamina
