@@ -346,3 +346,79 @@ TEST_CASE("contract: BatchNorm running statistics and Dropout masks do not chang
 }
 
 }  // namespace
+
+namespace {
+// ---- the two-input cell form -----------------------------------------------------------
+// z ↦ f(z, u) as a one-input Module of the pair [z | u] (columns), so the
+// gradient check covers dz, du and the parameters.
+template <class C>
+class PairOf {
+ public:
+  using value_type = double;
+  using T = double;
+  struct Cache {
+    typename C::Cache cell;
+    Tensor<T> z, u;
+  };
+  explicit PairOf(C c, index_t D) : cell_(std::move(c)), D_(D) {}
+  Shape output_shape(const Shape& s) const { return Shape{s[0], D_}; }
+  void split(ConstView<T> x, Tensor<T>& z, Tensor<T>& u) const {
+    const index_t N = x.dim(0);
+    z.resize(Shape{N, D_}), u.resize(Shape{N, D_});
+    for (index_t i = 0; i < N; ++i)
+      for (index_t d = 0; d < D_; ++d) z[i * D_ + d] = x(i, d), u[i * D_ + d] = x(i, D_ + d);
+  }
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {}) {
+    split(x, c.z, c.u);
+    cell_.forward(c.z.cview(), c.u.cview(), y, c.cell, p);
+  }
+  void infer(ConstView<T> x, View<T> y) {
+    Tensor<T> z, u;
+    split(x, z, u);
+    cell_.infer(z.cview(), u.cview(), y);
+  }
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    Tensor<T> dz(c.z.shape()), du(c.u.shape());
+    cell_.backward(c.cell, dy, dz.view(), du.view(), g);
+    for (index_t i = 0; i < dz.dim(0); ++i)
+      for (index_t d = 0; d < D_; ++d) dx(i, d) += dz[i * D_ + d], dx(i, D_ + d) += du[i * D_ + d];
+  }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx) { backward(cache_, dy, dx); }
+  template <class F>
+  void visit(F&& f, const std::string& prefix) {
+    cell_.visit(f, prefix);
+  }
+  C cell_;
+
+ private:
+  index_t D_;
+  Cache cache_;
+};
+}  // namespace
+
+TEST_CASE("contract: the two-input cell tanh(z W + u) passes the gradient check for z, u and W", "[contract][cell][gradcheck]") {
+  Rng rng(12);
+  using TanhCell = Injected<Linear<double>, Tanh<double>>;
+  static_assert(Cell<TanhCell>);
+  PairOf<TanhCell> pair(TanhCell(Linear<double>(4, 4, rng, false), Tanh<double>{}), 4);
+  auto x = gradcheck::random_tensor({3, 8}, 13);
+  gradcheck::check(pair, x);
+
+  // The state-only product (empty du, no parameters) leaves W's gradient alone
+  // and gives the dz of the full backward.
+  TanhCell& cell = pair.cell_;
+  const auto z = gradcheck::random_tensor({3, 4}, 14), u = gradcheck::random_tensor({3, 4}, 15),
+             dy = gradcheck::random_tensor({3, 4}, 16);
+  TanhCell::Cache c;
+  Tensor<double> y(Shape{3, 4}), dz1(Shape{3, 4}), dz2(Shape{3, 4}), du(Shape{3, 4});
+  cell.forward(z.cview(), u.cview(), y.view(), c);
+  prefill_gradients(cell, 17);
+  const auto before = gradients(cell);
+  cell.backward(c, dy.cview(), dz1.view(), View<double>{}, {.params = false});
+  CHECK(gradients(cell) == before);
+  cell.backward(c, dy.cview(), dz2.view(), du.view());
+  for (index_t i = 0; i < dz1.size(); ++i) CHECK(dz1[i] == dz2[i]);
+  Tensor<double> bad(Shape{3, 5});
+  CHECK_THROWS_WITH(cell.forward(z.cview(), bad.cview(), y.view(), c), Catch::Contains("Injected: u shape: expected [3, 4], got [3, 5]"));
+}

@@ -1,6 +1,7 @@
 #pragma once
 // Everything of lamina in one include. Prefer the individual headers in
 // libraries; this one is for programs and quick experiments.
+#include "lamina/core/cell.hpp"
 #include "lamina/core/channels.hpp"
 #include "lamina/core/eigen.hpp"
 #include "lamina/core/rows.hpp"

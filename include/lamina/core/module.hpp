@@ -136,14 +136,21 @@ consteval bool check_module() {
   return Module<M>;
 }
 
+/// Anything with parameters: a Module, a Cell (core/cell.hpp), a model.
+template <class M>
+concept HasParameters = requires(M& m, const std::string& prefix) {
+  typename M::value_type;
+  m.visit(detail::param_visitor_archetype<typename M::value_type>{}, prefix);
+};
+
 /// Calls f(ParamRef) for every parameter and buffer of m.
-template <Module M, class F>
+template <HasParameters M, class F>
 void visit_parameters(M& m, F&& f) {
   m.visit(f, std::string{});
 }
 
 /// Clears every gradient of m.
-template <Module M>
+template <HasParameters M>
 void zero_grad(M& m) {
   visit_parameters(m, [](const ParamRef<typename M::value_type>& p) {
     if (p.trainable) std::fill(p.grad.data(), p.grad.data() + p.grad.size(), typename M::value_type(0));
@@ -151,7 +158,7 @@ void zero_grad(M& m) {
 }
 
 /// Number of trainable scalars of m.
-template <Module M>
+template <HasParameters M>
 index_t count_parameters(M& m) {
   index_t n = 0;
   visit_parameters(m, [&](const ParamRef<typename M::value_type>& p) {
@@ -167,7 +174,7 @@ struct ParameterCount {
   /// added as a percentage of the base model's parameters.
   double added_percent() const noexcept { return base() > 0 ? 100.0 * double(added) / double(base()) : 0.0; }
 };
-template <Module M>
+template <HasParameters M>
 ParameterCount parameter_count(M& m) {
   ParameterCount c;
   visit_parameters(m, [&](const ParamRef<typename M::value_type>& p) {
