@@ -12,6 +12,10 @@
 namespace {
 std::atomic<long> allocations{0};
 }
+// AddressSanitizer keeps its own allocator (a replaced operator new trips its
+// alloc-dealloc checks): the count runs in the other builds.
+#if !defined(__SANITIZE_ADDRESS__)
+#define LAMINA_COUNT_ALLOCATIONS 1
 void* operator new(std::size_t n) {
   ++allocations;
   if (void* p = std::malloc(n ? n : 1)) return p;
@@ -22,6 +26,7 @@ void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#endif
 
 using namespace lamina;
 
@@ -33,6 +38,10 @@ long allocations_of(F&& f) {
 }
 
 TEST_CASE("passing checks allocate nothing", "[errors][alloc]") {
+#if !defined(LAMINA_COUNT_ALLOCATIONS)
+  SUCCEED("allocation counting is off under AddressSanitizer");
+  return;
+#endif
   Rng rng(1);
   Linear<float> lin(8, 4, rng);
   Residual<Linear<float>> res(Linear<float>(8, 8, rng));
