@@ -25,7 +25,7 @@ struct Dataset {
 
   /// The first n samples (n <= size()).
   Dataset head(index_t n) const {
-    require(n >= 0 && n <= size(), "Dataset", "head(n)", detail::concat("in [0, ", size(), "]"), n);
+    require(n >= 0 && n <= size(), "Dataset", "head(n)", detail::text("in [0, ", size(), "]"), n);
     Dataset d;
     const index_t per = images.size() / std::max<index_t>(size(), 1);
     d.images = Tensor<float>(Shape{n, images.dim(1), images.dim(2), images.dim(3)});
@@ -116,7 +116,7 @@ class Loader {
 
   /// Batch i of the epoch: normalised (and augmented) images and their labels.
   void batch(index_t i, Tensor<T>& x, std::vector<std::int32_t>& y) {
-    require(i >= 0 && i < batches(), "Loader", "batch index", detail::concat("in [0, ", batches(), ")"), i);
+    require(i >= 0 && i < batches(), "Loader", "batch index", detail::text("in [0, ", batches(), ")"), i);
     const index_t first = i * bs_, n = std::min(bs_, d_->size() - first);
     const Tensor<float>& im = d_->images;
     const index_t C = im.dim(1), H = im.dim(2), W = im.dim(3), per = C * H * W;

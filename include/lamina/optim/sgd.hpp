@@ -24,7 +24,7 @@ class SGD : public OptimizerBase<T> {
     require(o.momentum >= 0, "SGD", "momentum", ">= 0", o.momentum);
     require(o.weight_decay >= 0, "SGD", "weight_decay", ">= 0", o.weight_decay);
     require(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD", "nesterov",
-            "momentum > 0 and dampening == 0", detail::concat("momentum ", o.momentum, ", dampening ", o.dampening));
+            "momentum > 0 and dampening == 0", detail::text("momentum ", o.momentum, ", dampening ", o.dampening));
     if (o.momentum != 0) buf_ = this->make_state();
   }
   template <Module M>
