@@ -161,7 +161,9 @@ TEST_CASE("IDX extents that overflow or exceed the file are refused before any a
   for (std::size_t i = 0; i < huge.size(); ++i)
     for (const auto& p : write_both(t.path, "huge" + std::to_string(i), header_only(huge[i]))) {
       INFO(p);
-      CHECK_THROWS_WITH(data::read_idx(p), Catch::Contains("extents") && Catch::Contains("declared"));
+      // Plain: the bytes after the header are known; gzip: at most 1032 per byte of the file.
+      const std::string what = p.extension() == ".gz" ? "bytes declared" : "truncated data";
+      CHECK_THROWS_WITH(data::read_idx(p), Catch::Contains(what) && Catch::Contains(p.filename().string()));
     }
   // A product of zero is an empty array, whatever the other extents.
   for (const auto& p : write_both(t.path, "zero", header_only({0, big, big}))) {

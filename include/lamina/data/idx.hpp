@@ -6,8 +6,9 @@
 // Bad input (README "Guarantees on bad input"): every error is an io_error
 // that names the file and what is wrong. The product of the extents is
 // computed with overflow checks; a header that declares more data than a file
-// of its size can hold (deflate expands at most 1032:1) is refused before any
-// allocation, and the data is read in chunks, so memory never exceeds what
+// of its size can hold (what follows the header of a plain file; at most 1032
+// times the file size for gzip, deflate's largest expansion) is refused before
+// any allocation, and the data is read in chunks, so memory never exceeds what
 // the file really holds. Data after the declared payload is an error (IDX has
 // no footer: trailing bytes mean the header and the file disagree).
 #include <zlib.h>
@@ -50,6 +51,8 @@ class IdxFile {
     require<io_error>(f_ != nullptr, "read_idx", path, "a file that opens", "cannot open");
   }
   std::uint64_t file_bytes() const noexcept { return bytes_; }
+  /// True for an uncompressed file (known after the first read).
+  bool plain() const noexcept { return gzdirect(f_.get()) == 1; }
   const std::filesystem::path& path() const noexcept { return path_; }
 
   /// Up to n bytes into dst; 0 at the end of the data.
@@ -100,10 +103,16 @@ inline std::uint64_t idx_payload(const IdxFile& f, const std::vector<std::uint32
   for (std::uint32_t d : dims)
     if (__builtin_mul_overflow(n, std::uint64_t(d), &n))
       fail<io_error>("read_idx", text(f.path(), ": extents"), "a product below 2^64", "an overflowing product");
-  const std::uint64_t cap = f.file_bytes() * idx_max_ratio;  // file sizes are far below 2^64 / 1032
+  const std::uint64_t header = 4 + 4 * dims.size(), bytes = f.file_bytes();
+  if (f.plain()) {  // a plain file holds what follows its header
+    const std::uint64_t present = bytes - std::min(bytes, header);
+    require<io_error>(n <= present, "read_idx", text(f.path(), ": truncated data"), text(n, " bytes"), present);
+    return n;
+  }
+  // A gzipped file holds at most 1032 times its size (file sizes are far below 2^64 / 1032).
+  const std::uint64_t cap = bytes * idx_max_ratio;
   require<io_error>(n <= cap && n <= std::uint64_t(PTRDIFF_MAX), "read_idx", text(f.path(), ": extents"),
-                    text("at most ", cap, " data bytes (a ", f.file_bytes(), "-byte file)"),
-                    text(n, " bytes declared"));
+                    text("at most ", cap, " data bytes (a ", bytes, "-byte gzip file)"), text(n, " bytes declared"));
   return n;
 }
 
@@ -111,7 +120,7 @@ inline std::uint64_t idx_payload(const IdxFile& f, const std::vector<std::uint32
 inline void read_idx_values(IdxFile& f, std::vector<std::uint8_t>& v, std::uint64_t n) {
   std::size_t done = 0;
   while (done < n) {
-    const std::size_t target = static_cast<std::size_t>(std::min<std::uint64_t>(n, std::max<std::size_t>(2 * done, 1 << 20)));
+    const std::size_t target = static_cast<std::size_t>(std::min<std::uint64_t>(n, std::max<std::size_t>(2 * done, 1 << 16)));
     v.resize(target);
     const std::size_t got = f.read_some(v.data() + done, target - done);
     if (got == 0) fail<io_error>("read_idx", text(f.path(), ": truncated data"), text(n, " bytes"), done);
