@@ -562,6 +562,23 @@ TEMPLATE_TEST_CASE("aggregation and depthwise propagate NaN and Inf as the arith
         nonfinite += !std::isfinite(y[std::size_t(i)]);
       }
       CHECK(nonfinite >= 4);  // the value reaches its 3x3 neighbourhood (>= 4 cells even at a corner)
+      // A non-finite weight: every output, the zero-padded borders included, and the backward.
+      x = randv<T>(n, 5);
+      for (index_t tap : {index_t(0), index_t(4), index_t(8)}) {
+        auto wb = w;
+        wb[std::size_t(tap)] = bad;
+        k::depthwise_conv3x3(x.data(), wb.data(), y.data(), 1, 1, H, W);
+        k::ref::depthwise_conv3x3(x.data(), wb.data(), yr.data(), 1, 1, H, W);
+        for (index_t i = 0; i < n; ++i) REQUIRE(close(y[std::size_t(i)], yr[std::size_t(i)], 1e-5, 1e-5));
+        CHECK(std::isnan(y[0]) == (std::isnan(bad) || tap == 0));  // corner: tap 0 reads the padding
+        auto dy = randv<T>(n, 7);
+        dy[std::size_t(n - 1)] = bad;
+        std::vector<T> dx(static_cast<std::size_t>(n), T(0)), dxr(dx), dw(9, T(0)), dwr(dw);
+        k::depthwise_conv3x3_backward(x.data(), wb.data(), dy.data(), dx.data(), dw.data(), 1, 1, H, W);
+        k::ref::depthwise_conv3x3_backward(x.data(), wb.data(), dy.data(), dxr.data(), dwr.data(), 1, 1, H, W);
+        for (index_t i = 0; i < n; ++i) REQUIRE(close(dx[std::size_t(i)], dxr[std::size_t(i)], 1e-5, 1e-5));
+        for (index_t i = 0; i < 9; ++i) REQUIRE(close(dw[std::size_t(i)], dwr[std::size_t(i)], 1e-5, 1e-5 * double(n)));
+      }
     }
 }
 
