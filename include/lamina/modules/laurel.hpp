@@ -147,6 +147,7 @@ class Laurel {
   Tensor<T>& B_history(index_t j) requires V::pa { return h_.at(static_cast<std::size_t>(j - 1)).B(); }  ///< B_j, j = 1..k
 
   Shape output_shape(const Shape& in) const {
+    require_non_empty(in, "Laurel");
     const Shape a = f_.output_shape(in), b = s_.output_shape(in);
     require<shape_error>(a == b, "Laurel", "branch output shapes", detail::text("f(x) ", a), detail::text("shortcut(x) ", b));
     const ChannelGeometry g = ChannelGeometry::of(a, "Laurel", "stream shape");

@@ -27,6 +27,7 @@ class RMSNorm {
 
   Shape output_shape(const Shape& in) const {
     require<shape_error>(in.rank() >= 1 && in.cols() == D_, "RMSNorm", "x shape", detail::text("[..., ", D_, "]"), in);
+    require_non_empty(in, "RMSNorm");
     return in;
   }
   struct Cache {
