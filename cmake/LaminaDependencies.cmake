@@ -1,9 +1,19 @@
 # Dependencies of the lamina::lamina interface. Shared by the build tree and,
 # through laminaConfig.cmake, by consumers of the installed package.
-include(CMakeFindDependencyMacro OPTIONAL)
+# In the installed laminaConfig.cmake (_lamina_as_package set) each dependency
+# goes through find_dependency, so a missing one makes find_package(lamina) fail
+# with the dependency's name and honours the caller's QUIET and REQUIRED.
+include(CMakeFindDependencyMacro)
+macro(_lamina_dependency)
+  if(_lamina_as_package)
+    find_dependency(${ARGN})
+  else()
+    find_package(${ARGN} REQUIRED)
+  endif()
+endmacro()
 
-find_package(Eigen3 3.4 REQUIRED NO_MODULE)
-find_package(xsimd 8.1 REQUIRED)
+_lamina_dependency(Eigen3 3.4 NO_MODULE)
+_lamina_dependency(xsimd 8.1)
 # Debian's xsimd 8.1 config lists a link dependency on 'xtl' that is not a target
 # and not needed by the headers; drop it so consumers do not try to link -lxtl.
 if(TARGET xsimd)
@@ -13,7 +23,12 @@ if(TARGET xsimd)
     set_target_properties(xsimd PROPERTIES INTERFACE_LINK_LIBRARIES "${_lamina_xsimd_links}")
   endif()
 endif()
-find_package(ZLIB REQUIRED)
-if(NOT DEFINED LAMINA_OPENMP OR LAMINA_OPENMP)
+_lamina_dependency(ZLIB)
+if(_lamina_as_package)
+  # The exported target links OpenMP::OpenMP_CXX exactly when the build did.
+  if(LAMINA_OPENMP)
+    find_dependency(OpenMP COMPONENTS CXX)
+  endif()
+elseif(LAMINA_OPENMP)
   find_package(OpenMP COMPONENTS CXX)
 endif()

@@ -6,6 +6,7 @@
 // AVX2 with -mavx2 -mfma, as scripts/fuzz.sh builds on a machine that has it).
 // A disagreement prints "lamina-fuzz: mismatch: <what>" and aborts.
 // Build and run: scripts/fuzz.sh (or see README "Fuzzing").
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -62,10 +63,12 @@ void run(std::vector<float> v) {
   k::ref::softmax(vd.data(), pr.data(), n);
   k::log_softmax<Arch>(v.data(), lp.data(), n);
   k::ref::log_softmax(vd.data(), lpr.data(), n);
-  const bool nan_row = has_nan_or_pos_inf(v.data(), n);  // documented: the whole row is NaN
+  // Documented: NaN or +Inf anywhere, or all entries −Inf, make the whole row NaN.
+  const bool all_neg_inf = std::all_of(v.begin(), v.end(), [](float x) { return x == -INFINITY; });
+  const bool nan_row = has_nan_or_pos_inf(v.data(), n) || all_neg_inf;
   for (index_t i = 0; i < n; ++i) {
     const std::size_t j = std::size_t(i);
-    check(!nan_row || (std::isnan(p[j]) && std::isnan(lp[j])), "softmax: NaN or +Inf must give a NaN row");
+    check(!nan_row || (std::isnan(p[j]) && std::isnan(lp[j])), "softmax: NaN, +Inf or all -Inf must give a NaN row");
     if (v[j] == -INFINITY && !nan_row) check(p[j] == 0 && lp[j] == -INFINITY, "softmax: -Inf must give p = 0");
     check(agree(p[j], pr[j], 1e-4, 1e-30), "softmax against ref::softmax");
     check(agree(lp[j], lpr[j], 1e-4, 1e-4 * (1 + std::abs(lpr[j]))), "log_softmax against ref::log_softmax");

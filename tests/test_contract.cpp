@@ -222,8 +222,8 @@ class Routed3 {
     std::array<Tensor<T>, 3> x, y;
   };
   Routed3(std::vector<index_t> route, Rng& rng)
-      : routing_(route, 3), a_(4, 3, rng), b_(Linear<T>(4, 3, rng), Tanh<T>{}),
-        c_(Linear<T>(4, 5, rng), ReLU<T>{}, Linear<T>(5, 3, rng)) {}
+      : a_(4, 3, rng), b_(Linear<T>(4, 3, rng), Tanh<T>{}), c_(Linear<T>(4, 5, rng), ReLU<T>{}, Linear<T>(5, 3, rng)),
+        routing_(std::move(route), 3) {}
   Shape output_shape(const Shape& s) const { return a_.output_shape(s); }
   void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {}) {
     each([&](auto& m, auto& mc, int k) {

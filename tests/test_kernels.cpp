@@ -1,5 +1,5 @@
 // SIMD kernels against their scalar references (every tail length, unaligned
-// starts, long rows, adversarial values), against ../shared/golden, and the
+// starts, long rows, adversarial values), against tests/golden, and the
 // accuracy bounds of spec/kernels.md.
 #include <catch2/catch.hpp>
 

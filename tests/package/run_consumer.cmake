@@ -24,6 +24,11 @@ if(MODE STREQUAL "find_package")
     message(FATAL_ERROR "headers were not installed")
   endif()
   set(consumer_args -DCMAKE_PREFIX_PATH=${WORK}/prefix)
+  run(${CMAKE_COMMAND} -S ${SOURCE}/tests/package/consumer -B ${WORK}/consumer-nozlib -G Ninja
+      -DLAMINA_MODE=find_package_without_zlib -DCMAKE_DISABLE_FIND_PACKAGE_ZLIB=ON ${consumer_args})
+  if(NOT LAST_OUTPUT MATCHES "lamina not found without ZLIB")
+    message(FATAL_ERROR "the installed config did not report the missing dependency:\n${LAST_OUTPUT}")
+  endif()
 endif()
 run(${CMAKE_COMMAND} -S ${SOURCE}/tests/package/consumer -B ${WORK}/consumer-build -G Ninja
     -DCMAKE_BUILD_TYPE=Release -DLAMINA_MODE=${MODE} -DLAMINA_SOURCE=${SOURCE} ${consumer_args})

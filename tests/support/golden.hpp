@@ -1,5 +1,5 @@
 #pragma once
-// Reader of ../shared/golden (format in golden/README.md) and comparison helpers.
+// Reader of the golden files (tests/golden by default, LAMINA_GOLDEN_DIR; format in tests/golden/README.md) and comparison helpers.
 #include <catch2/catch.hpp>
 
 #include <cmath>

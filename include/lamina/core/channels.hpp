@@ -4,7 +4,7 @@
 // image batch [B, C, H, W] is N = B·H·W rows of D = C channels whose channel
 // stride is H·W. Modules that mix channels (LAUREL's low-rank term, RMSNorm)
 // work on either through the helpers below.
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 
 #include <algorithm>
 #include <string_view>

@@ -1,7 +1,7 @@
 #pragma once
 // Zero-copy adapters between lamina views and Eigen (spec/conventions.md:
 // "Converting adapters for Eigen types belong in the library").
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 
 #include "lamina/core/tensor.hpp"
 

@@ -2,7 +2,7 @@
 // Threading: OpenMP when the consumer links it (lamina::lamina does when
 // LAMINA_OPENMP is on), serial otherwise. Eigen's GEMM uses the same pool and
 // runs single-threaded when called inside one of our parallel loops.
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 #ifdef _OPENMP
 #include <omp.h>
 #define LAMINA_PRAGMA(...) _Pragma(#__VA_ARGS__)

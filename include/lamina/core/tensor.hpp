@@ -2,7 +2,7 @@
 // Shapes, non-owning strided views and the owning tensor (spec/conventions.md
 // "Scalars, layouts, views"). Dense activations are row-major [N, D], images
 // are NCHW [B, C, H, W]; a view is a pointer, a shape and strides in elements.
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 
 #include <algorithm>
 #include <array>

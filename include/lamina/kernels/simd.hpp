@@ -3,16 +3,20 @@
 // template on the xsimd architecture `Arch` (default: the build target's best,
 // xsimd::default_arch) with a vector body and a scalar tail, and has a plain
 // scalar reference in namespace `ref` beside it.
+#include "lamina/core/eigen_core.hpp"  // LAMINA_INTRINSIC_HEADERS_BEGIN/END (GCC 12 false positives)
+
+LAMINA_INTRINSIC_HEADERS_BEGIN
 #include <xsimd/xsimd.hpp>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+LAMINA_INTRINSIC_HEADERS_END
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include "lamina/core/tensor.hpp"
 

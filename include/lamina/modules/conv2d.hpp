@@ -7,7 +7,7 @@
 // each with a single-threaded Eigen GEMM on an L2-sized col_b. The backward
 // rebuilds col_b instead of keeping the whole batch's columns (a 9× larger
 // tensor than x for 3×3 kernels).
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 #include <string>
 #include <vector>
 

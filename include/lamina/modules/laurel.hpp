@@ -9,7 +9,7 @@
 // shortcut (a ResNet stage's first block), so that every stream of a stage has
 // the stage's width D. Dense [N, D] and image [B, C, H, W] streams are read in
 // place through core/channels.hpp; no D×D product is ever formed.
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 
 #include <algorithm>
 #include <cmath>

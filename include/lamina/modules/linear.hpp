@@ -1,7 +1,7 @@
 #pragma once
 // Linear layer in row form y = x W + b, W is [in, out] (spec/conventions.md).
 // Any input whose last extent is `in` is read as [N, in] (N = product of the rest).
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 #include <string>
 
 #include "lamina/core/eigen.hpp"

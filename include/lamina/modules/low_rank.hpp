@@ -3,7 +3,7 @@
 //   y += (s A) (B diag(scale)),   A: D×r (down), B: r×D (up),
 // on a stream s read in place (core/channels.hpp). Two skinny GEMMs forward
 // (4·N·D·r FLOPs), four backward; the D×D product A B is never formed.
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 
 #include <cmath>
 #include <vector>

@@ -2,7 +2,7 @@
 // RMSNorm over the last extent of dense rows [..., D]:
 //   y = x / sqrt(mean(x²) + eps) ⊙ w,   w learned (ones at init) or absent.
 // Used by the Gemma 3n form of LAUREL (spec/laurel.md "Gemma 3n form").
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"
 
 #include <cmath>
 #include <string>
