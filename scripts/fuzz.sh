@@ -14,7 +14,9 @@
 # inputs go to build/fuzz/corpus/<target>/, findings of the last run to
 # build/fuzz/artifacts/<target>/, the output to build/fuzz/logs/<target>.log.
 # The kernel fuzzers are compiled for the widest ISA this CPU has (AVX-512BW or
-# AVX2+FMA) and run each kernel for SSE2 and for that ISA.
+# AVX2+FMA) and run each kernel for SSE2 and for that ISA. The per-input
+# timeout is generous (600 s): on a loaded machine a descheduled process
+# otherwise reports a spurious timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
     --time) seconds="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --build-only) build_only=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
@@ -50,7 +52,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work" "$art" "$(dirname "$log")" "$seeds"
   start=$(date +%s)
   set +e
-  nice -n 10 "$bin" -max_total_time="$seconds" -runs="$runs" -print_final_stats=1 -timeout=30 -rss_limit_mb=2048 \
+  nice -n 10 "$bin" -max_total_time="$seconds" -runs="$runs" -print_final_stats=1 -timeout=600 -rss_limit_mb=2048 \
     -artifact_prefix="$art/" "$work" "$seeds" >"$log" 2>&1
   rc=$?
   set -e

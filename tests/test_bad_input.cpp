@@ -72,6 +72,10 @@ TEST_CASE("Every module option is checked for zero, negative, NaN, infinite and 
   rejects("Laurel: per_channel", {0}, [&](double) {
     return Laurel<Linear<double>, laurel::LR>(Linear<double>(8, 8, rng), {}, 8, {.per_channel = true}, rng);
   });
+  rejects("LowRank: D", {0}, [&](double v) { return laurel::LowRank<double>(index_t(v), 0, laurel::AInit::xavier_uniform, rng); });
+  rejects("LowRank: rank r", {0, 5}, [&](double v) { return laurel::LowRank<double>(4, index_t(v), laurel::AInit::xavier_uniform, rng); });
+  rejects("LowRank: init", {2, -1}, [&](double v) { return laurel::LowRank<double>(4, 2, laurel::AInit(int(v)), rng); });
+  CHECK_THROWS_AS(laurel::LowRank<double>(-4, 2, laurel::AInit::xavier_uniform, rng), shape_error);
   rejects("GemmaLaurel: rank r", {0, -1, 9}, [&](double v) { return GemmaLaurel<Linear<double>>(Linear<double>(8, 8, rng), 8, index_t(v), rng); });
   rejects("RMSNorm: eps", {0, nan_v, inf_v}, [&](double v) { return GemmaLaurel<Linear<double>>(Linear<double>(8, 8, rng), 8, 2, rng, v); });
 }
