@@ -324,7 +324,9 @@ int main(int argc, char** argv) try {
   const auto t_start = std::chrono::steady_clock::now();
   if (a.count("no-train")) todo.clear();
   for (std::size_t i = 0; i < todo.size(); ++i) {
-    const auto& [v, seed] = todo[i];
+    // Named copies, not structured bindings: clang 14 cannot capture those in a lambda.
+    const std::string& v = todo[i].first;
+    const auto seed = todo[i].second;
     const std::string label = "[" + std::to_string(i + 1) + "/" + std::to_string(todo.size()) + "] " + v + " seed " + std::to_string(seed);
     Rng rng(seed);
     with_variant(v, rng, [&](auto&& net) { records["runs"][v].push_back(train_one(label, net, seed, s, train, test, norm, progress)); });

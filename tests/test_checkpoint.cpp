@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <zlib.h>
+
 #include "lamina/io/checkpoint.hpp"
 #include "lamina/models/resnet.hpp"
 
@@ -125,5 +127,170 @@ TEST_CASE("write_file_atomically replaces the whole file and leaves no temporary
   CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 1);  // no *.tmp-* left
   CHECK_THROWS_WITH(io::write_file_atomically(dir / "missing" / "x.json", "x", "lamina::laurel_e1"),
                     Catch::Contains("lamina::laurel_e1: cannot create") && Catch::Contains("missing"));
+  fs::remove_all(dir);
+}
+
+namespace {
+// A checkpoint assembled by hand (valid checksum), to write what save refuses.
+struct RawEntry {
+  std::string name;
+  std::vector<std::uint64_t> dims;
+  std::vector<float> values;
+};
+template <class I>
+void put_le(std::string& s, I v) {
+  s.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+std::string raw_checkpoint(const std::vector<RawEntry>& entries, const std::string& tail = {}) {
+  std::string s(io::checkpoint_magic, 8);
+  put_le<std::uint32_t>(s, io::checkpoint_version);
+  put_le<std::uint32_t>(s, 4);
+  put_le<std::uint64_t>(s, entries.size());
+  for (const RawEntry& e : entries) {
+    put_le<std::uint32_t>(s, std::uint32_t(e.name.size()));
+    s += e.name;
+    put_le<std::uint32_t>(s, std::uint32_t(e.dims.size()));
+    for (auto d : e.dims) put_le<std::uint64_t>(s, d);
+    s.append(reinterpret_cast<const char*>(e.values.data()), e.values.size() * 4);
+  }
+  s += tail;
+  put_le<std::uint32_t>(s, std::uint32_t(::crc32(0L, reinterpret_cast<const Bytef*>(s.data()), uInt(s.size()))));
+  return s;
+}
+std::size_t open_fds() {
+  return std::size_t(std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator()));
+}
+}  // namespace
+
+TEST_CASE("Duplicate entry names are refused on save and on load", "[checkpoint][errors]") {
+  const fs::path dir = temp_dir() / "dup", file = dir / "dup.lck";
+  fs::create_directories(dir);
+  Tensor<float> a(Shape{2}, 1.0f), b(Shape{2}, 2.0f), c(Shape{3}, 3.0f);
+  const std::vector<ParamRef<float>> twice = {{"w", a.view(), {}}, {"v", c.view(), {}}, {"w", b.view(), {}}};
+  CHECK_THROWS_AS(io::save_tensors(file, twice), value_error);
+  CHECK_THROWS_WITH(io::save_tensors(file, twice), Catch::Contains("\"w\" twice"));
+  CHECK_FALSE(fs::exists(file));
+  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 0);
+  // Loading into a model with two entries of one name.
+  io::save_tensors(file, std::vector<ParamRef<float>>{{"w", a.view(), {}}});
+  CHECK_THROWS_WITH(io::load_tensors(file, std::vector<ParamRef<float>>{{"w", a.view(), {}}, {"w", b.view(), {}}}),
+                    Catch::Contains("\"w\" twice"));
+  CHECK(b[0] == 2.0f);
+  // A file holding one name twice (first and last copies differ): refused, model unchanged.
+  for (const auto& entries : {std::vector<RawEntry>{{"w", {2}, {5, 5}}, {"w", {2}, {6, 6}}},
+                              std::vector<RawEntry>{{"w", {2}, {5, 5}}, {"v", {3}, {0, 0, 0}}, {"w", {2}, {6, 6}}}}) {
+    write(file, raw_checkpoint(entries));
+    CHECK_THROWS_AS(io::load_tensors(file, std::vector<ParamRef<float>>{{"w", a.view(), {}}, {"v", c.view(), {}}}),
+                    io_error);
+    CHECK_THROWS_WITH(io::load_tensors(file, std::vector<ParamRef<float>>{{"w", a.view(), {}}}),
+                      Catch::Contains("a second \"w\""));
+    CHECK(a[0] == 1.0f);
+    CHECK(c[0] == 3.0f);
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("Checkpoint paths that are not regular files give io_error", "[checkpoint][errors]") {
+  const fs::path dir = temp_dir() / "notfile";
+  fs::create_directories(dir / "sub");
+  Tensor<float> a(Shape{2}, 1.0f);
+  const std::vector<ParamRef<float>> one = {{"w", a.view(), {}}};
+  for (const fs::path& p : {dir, dir / "sub", fs::path("/dev/null"), dir / "missing.lck"}) {
+    INFO(p);
+    CHECK_THROWS_AS(io::load_tensors(p, one), io_error);
+  }
+  CHECK_THROWS_WITH(io::load_tensors(dir / "sub", one), Catch::Contains("a regular file"));
+  CHECK_THROWS_AS(io::save_tensors(dir / "sub", one), io_error);  // rename onto a directory
+  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 1);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("A failed write, fsync or close leaks no descriptor and leaves the target unchanged", "[checkpoint][io]") {
+  const fs::path dir = temp_dir() / "fail";
+  fs::create_directories(dir);
+  const fs::path file = dir / "x.lck";
+  io::write_file_atomically(file, "old");
+  auto& calls = io::detail::file_calls();
+  const io::detail::FileCalls real = calls;
+  SECTION("write fails") {
+    calls.write = [](int, const void*, std::size_t) -> ssize_t { errno = ENOSPC; return -1; };
+  }
+  SECTION("write makes no progress") {
+    calls.write = [](int, const void*, std::size_t) -> ssize_t { return 0; };
+  }
+  SECTION("fsync fails") {
+    calls.fsync = [](int) { errno = EIO; return -1; };
+  }
+  SECTION("close fails (after closing)") {
+    calls.close = [](int fd) { ::close(fd); errno = EIO; return -1; };
+  }
+  const std::size_t before = open_fds();
+  CHECK_THROWS_AS(io::write_file_atomically(file, "new content"), io_error);
+  calls = real;
+  CHECK(open_fds() == before);
+  CHECK(read(file) == "old");
+  CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 1);
+  io::write_file_atomically(file, "new");
+  CHECK(read(file) == "new");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("A checkpoint of zero tensors round-trips", "[checkpoint]") {
+  const fs::path dir = temp_dir() / "zero", file = dir / "empty.lck";
+  fs::create_directories(dir);
+  io::save_tensors(file, std::vector<ParamRef<double>>{});
+  CHECK(fs::file_size(file) == io::detail::checkpoint_min_bytes);
+  CHECK_NOTHROW(io::load_tensors(file, std::vector<ParamRef<double>>{}));
+  CHECK_NOTHROW(io::load_tensors(file, std::vector<ParamRef<float>>{}));
+  Tensor<float> a(Shape{2}, 1.0f);
+  CHECK_THROWS_WITH(io::load_tensors(file, std::vector<ParamRef<float>>{{"w", a.view(), {}}}),
+                    Catch::Contains("missing from the file"));
+  // A zero-element tensor also round-trips.
+  Tensor<float> e(Shape{0, 3});
+  io::save_tensors(file, std::vector<ParamRef<float>>{{"e", e.view(), {}}});
+  CHECK_NOTHROW(io::load_tensors(file, std::vector<ParamRef<float>>{{"e", e.view(), {}}}));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("Short files with the right magic are truncated; others are bad magic", "[checkpoint][errors]") {
+  const fs::path dir = temp_dir() / "short", file = dir / "s.lck";
+  fs::create_directories(dir);
+  Tensor<float> a(Shape{2}, 1.0f);
+  const std::vector<ParamRef<float>> one = {{"w", a.view(), {}}};
+  io::save_tensors(file, one);
+  const std::string good = read(file);
+  for (std::size_t cut = 0; cut < good.size(); ++cut) {
+    INFO("first " << cut << " bytes");
+    write(file, good.substr(0, cut));
+    CHECK_THROWS_WITH(io::load_tensors(file, one), Catch::Contains("truncated") && !Catch::Contains("bad magic"));
+  }
+  for (const std::string& other : {std::string("LAMINACX"), std::string("X"), std::string("lamina checkpoint file.....")}) {
+    write(file, other);
+    CHECK_THROWS_WITH(io::load_tensors(file, one), Catch::Contains("bad magic"));
+  }
+  CHECK(a[0] == 1.0f);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("Overflowing extents and trailing bytes in a checksummed file are refused", "[checkpoint][errors]") {
+  const fs::path dir = temp_dir() / "ext", file = dir / "e.lck";
+  fs::create_directories(dir);
+  Tensor<float> a(Shape{2}, 1.0f);
+  const std::vector<ParamRef<float>> one = {{"w", a.view(), {}}};
+  const std::uint64_t t40 = std::uint64_t(1) << 40, t62 = std::uint64_t(1) << 62;
+  for (const auto& dims : {std::vector<std::uint64_t>{t40, t40}, std::vector<std::uint64_t>{t62},
+                           std::vector<std::uint64_t>{~std::uint64_t(0)}, std::vector<std::uint64_t>{4, t62, 2}}) {
+    write(file, raw_checkpoint({{"w", dims, {}}}));
+    CHECK_THROWS_WITH(io::load_tensors(file, one), Catch::Contains("overflowing"));
+  }
+  for (const auto& dims : {std::vector<std::uint64_t>{t40}, std::vector<std::uint64_t>{3}}) {
+    write(file, raw_checkpoint({{"w", dims, {1, 2}}}));
+    CHECK_THROWS_WITH(io::load_tensors(file, one), Catch::Contains("truncated while reading values"));
+  }
+  write(file, raw_checkpoint({{"w", {2}, {7, 8}}}, "xyz"));
+  CHECK_THROWS_WITH(io::load_tensors(file, one), Catch::Contains("trailing bytes"));
+  write(file, raw_checkpoint({{"w", {2}, {7, 8}}}));
+  io::load_tensors(file, one);
+  CHECK((a[0] == 7.0f && a[1] == 8.0f));
   fs::remove_all(dir);
 }

@@ -130,3 +130,142 @@ TEST_CASE("Loader batches, shuffles reproducibly, normalises and augments", "[da
   }
   CHECK_THROWS_WITH(data::Loader<float>(d, 0, norm), Catch::Contains("batch_size"));
 }
+
+namespace {
+void write_raw(const fs::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+}
+// Both encodings of the same bytes, so every case runs plain and gzipped.
+std::vector<fs::path> write_both(const fs::path& dir, const std::string& name, const std::string& bytes) {
+  write_raw(dir / (name + ".idx"), bytes);
+  write_gz(dir / (name + ".gz"), bytes);
+  return {dir / (name + ".idx"), dir / (name + ".gz")};
+}
+std::string header_only(std::vector<std::uint32_t> dims) { return idx_bytes(std::move(dims), {}); }
+}  // namespace
+
+TEST_CASE("IDX extents that overflow or exceed the file are refused before any allocation", "[data][errors]") {
+  TempDir t;
+  const std::uint32_t big = 1u << 31;
+  const std::vector<std::vector<std::uint32_t>> overflowing = {
+      {65536, 65536, 65536, 65536}, {4, big, big}, {big, big, big, big}, {0xffffffffu, 0xffffffffu, 3}};
+  for (std::size_t i = 0; i < overflowing.size(); ++i)
+    for (const auto& p : write_both(t.path, "ovf" + std::to_string(i), header_only(overflowing[i]) + "xxxx")) {
+      INFO(p);
+      CHECK_THROWS_AS(data::read_idx(p), io_error);
+      CHECK_THROWS_WITH(data::read_idx(p), Catch::Contains("extents") && Catch::Contains("overflowing") &&
+                                               Catch::Contains(p.filename().string()));
+    }
+  // Large but representable sizes in a 12-byte (or small gzipped) file: refused by size, not std::bad_alloc.
+  const std::vector<std::vector<std::uint32_t>> huge = {{big}, {60000, 28, 28}, {1u << 16, 1u << 16}, {2, 3, big}};
+  for (std::size_t i = 0; i < huge.size(); ++i)
+    for (const auto& p : write_both(t.path, "huge" + std::to_string(i), header_only(huge[i]))) {
+      INFO(p);
+      // Plain: the bytes after the header are known; gzip: at most 1032 per byte of the file.
+      const std::string what = p.extension() == ".gz" ? "bytes declared" : "truncated data";
+      CHECK_THROWS_WITH(data::read_idx(p), Catch::Contains(what) && Catch::Contains(p.filename().string()));
+    }
+  // A product of zero is an empty array, whatever the other extents.
+  for (const auto& p : write_both(t.path, "zero", header_only({0, big, big}))) {
+    const auto a = data::read_idx(p);
+    CHECK(a.values.empty());
+    CHECK(a.dims == std::vector<std::uint32_t>{0, big, big});
+  }
+}
+
+TEST_CASE("IDX data shorter or longer than the header says is an error naming the file", "[data][errors]") {
+  TempDir t;
+  const auto full = idx_bytes({4, 2, 2}, std::vector<std::uint8_t>(16, 7));
+  for (std::size_t cut : {1u, 15u, 16u})
+    for (const auto& p : write_both(t.path, "cut" + std::to_string(cut), full.substr(0, full.size() - cut)))
+      CHECK_THROWS_WITH(data::read_idx(p), Catch::Contains(p.filename().string()) &&
+                                               Catch::Contains("truncated data: expected 16 bytes, got " +
+                                                               std::to_string(16 - cut)));
+  // Trailing data: one byte or a whole second array after the payload.
+  for (const std::string& extra : {std::string("x"), full})
+    for (const auto& p : write_both(t.path, "trail" + std::to_string(extra.size()), full + extra))
+      CHECK_THROWS_WITH(data::read_idx(p), Catch::Contains("trailing data") && Catch::Contains(p.filename().string()));
+  // The exact size reads.
+  for (const auto& p : write_both(t.path, "exact", full)) CHECK(data::read_idx(p).values.size() == 16);
+  // Rank 0 and rank 5 are refused.
+  for (const auto& p : write_both(t.path, "rank0", std::string("\0\0\x08\0", 4)))
+    CHECK_THROWS_WITH(data::read_idx(p), Catch::Contains("rank"));
+  for (const auto& p : write_both(t.path, "rank5", header_only({1, 1, 1, 1, 1}) + "x"))
+    CHECK_THROWS_WITH(data::read_idx(p), Catch::Contains("rank"));
+}
+
+TEST_CASE("A gzipped IDX that compresses well is read in chunks and still checked", "[data][errors]") {
+  TempDir t;
+  const std::uint32_t n = 6u << 20;  // 6 MiB of zeros compress about 1000:1
+  const std::string data(n, '\0');
+  write_gz(t.path / "z.gz", header_only({n + 4096}) + data);  // the cap lets it through; the data is short
+  CHECK_THROWS_WITH(data::read_idx(t.path / "z.gz"),
+                    Catch::Contains("truncated data: expected " + std::to_string(n + 4096) + " bytes, got " +
+                                    std::to_string(n)));
+  write_gz(t.path / "ok.gz", header_only({n}) + data);
+  CHECK(data::read_idx(t.path / "ok.gz").values.size() == n);
+}
+
+TEST_CASE("IDX paths that are not regular files and corrupt gzip streams give io_error", "[data][errors]") {
+  TempDir t;
+  CHECK_THROWS_AS(data::read_idx(t.path), io_error);
+  CHECK_THROWS_WITH(data::read_idx(t.path), Catch::Contains("a regular file"));
+  fs::create_directories(t.path / "dir");
+  CHECK_THROWS_AS(data::load_idx_pair(t.path / "dir", t.path / "dir", 10), io_error);
+  // A gzip header with a corrupt deflate body.
+  std::string gz = "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03";
+  gz += std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8);
+  write_raw(t.path / "bad.gz", gz);
+  CHECK_THROWS_AS(data::read_idx(t.path / "bad.gz"), io_error);
+}
+
+TEST_CASE("load_idx_pair checks ranks, image size, class count and every label", "[data][errors]") {
+  TempDir t;
+  write_gz(t.path / "im.gz", idx_bytes({3, 2, 2}, std::vector<std::uint8_t>(12, 1)));
+  write_gz(t.path / "lb.gz", idx_bytes({3}, {0, 9, 1}));
+  CHECK(data::load_idx_pair(t.path / "im.gz", t.path / "lb.gz", 10).size() == 3);
+  CHECK_THROWS_WITH(data::load_idx_pair(t.path / "im.gz", t.path / "lb.gz", 9), Catch::Contains("label 1"));
+  CHECK_THROWS_WITH(data::load_idx_pair(t.path / "im.gz", t.path / "lb.gz", 0), Catch::Contains("num_classes"));
+  CHECK_THROWS_WITH(data::load_idx_pair(t.path / "im.gz", t.path / "lb.gz", 10, -1), Catch::Contains("limit"));
+  CHECK_THROWS_WITH(data::load_idx_pair(t.path / "lb.gz", t.path / "lb.gz", 10), Catch::Contains("rank"));
+  CHECK_THROWS_WITH(data::load_idx_pair(t.path / "im.gz", t.path / "im.gz", 10), Catch::Contains("rank"));
+  write_gz(t.path / "flat.gz", idx_bytes({3, 0, 2}, {}));
+  CHECK_THROWS_WITH(data::load_idx_pair(t.path / "flat.gz", t.path / "lb.gz", 10), Catch::Contains("image size"));
+}
+
+TEST_CASE("Loader checks labels and finds non-finite intensities once, naming the sample", "[data][errors]") {
+  data::Dataset d;
+  d.images = Tensor<float>(Shape{4, 1, 2, 3}, 0.5f);
+  d.labels = {0, 1, 2, 1};
+  d.num_classes = 3;
+  CHECK_NOTHROW(data::Loader<float>(d, 2, {0, 1}));
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    data::Dataset e = d;
+    e.images[2 * 6 + 4] = bad;
+    CHECK_THROWS_AS(data::Loader<float>(e, 2, {0, 1}), value_error);
+    CHECK_THROWS_WITH(data::Loader<float>(e, 2, {0, 1}), Catch::Contains("sample 2, value 4"));
+    CHECK_NOTHROW(data::Loader<float>(e, 2, {0, 1}, false, {}, 1, data::Check::labels_only));
+  }
+  data::Dataset big = d;
+  big.images[0] = 3e38f;  // finite: accepted
+  CHECK_NOTHROW(data::Loader<float>(big, 2, {0, 1}));
+  for (std::int32_t bad : {-1, 3, 1000}) {
+    data::Dataset e = d;
+    e.labels[3] = bad;
+    CHECK_THROWS_WITH(data::Loader<float>(e, 2, {0, 1}, false, {}, 1, data::Check::labels_only),
+                      Catch::Contains("label of sample 3"));
+  }
+  data::Dataset few = d;
+  few.labels.pop_back();
+  CHECK_THROWS_WITH(data::Loader<float>(few, 2, {0, 1}), Catch::Contains("labels"));
+  data::Dataset none = d;
+  none.num_classes = 0;
+  CHECK_THROWS_WITH(data::Loader<float>(none, 2, {0, 1}), Catch::Contains("num_classes"));
+  CHECK_THROWS_WITH(data::Loader<float>(data::Dataset{}, 2, {0, 1}), Catch::Contains("images"));
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (float s : {0.0f, -1.0f, nan, inf}) CHECK_THROWS_WITH(data::Loader<float>(d, 2, {0, s}), Catch::Contains("stddev"));
+  for (float m : {nan, inf, -inf}) CHECK_THROWS_WITH(data::Loader<float>(d, 2, {m, 1}), Catch::Contains("mean"));
+  CHECK_THROWS_WITH(data::Loader<float>(d, 2, {0, 1}, false, {-1, false}), Catch::Contains("pad"));
+  CHECK_THROWS_WITH(data::Loader<float>(d, -3, {0, 1}), Catch::Contains("batch_size"));
+}

@@ -451,6 +451,137 @@ TEMPLATE_TEST_CASE("kernels on adversarial values follow their documented behavi
   CHECK(k::kl_logits(p.data(), q.data(), 0) == T(0));
 }
 
+namespace {
+// Lengths that put a special value in the scalar tail, the vector body (4 and
+// more vectors) and past the kernels' 4096-element blocks or cached-row limit.
+template <class T>
+std::vector<index_t> nonfinite_lengths() {
+  return {index_t(3), 8 * k::lanes<T> + 3, index_t(5000), index_t(70000)};
+}
+template <class T>
+bool all_nan(const std::vector<T>& v) {
+  return std::all_of(v.begin(), v.end(), [](T x) { return std::isnan(x); });
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("every documented non-finite rule holds in the tail, the vector body and long rows", "[kernels][adversarial]", float, double) {
+  using T = TestType;
+  const T NaN = T(nan_), Inf = T(inf);
+  for (index_t n : nonfinite_lengths<T>())
+    for (index_t pos : {index_t(0), n / 2, n - 1}) {
+      INFO("length " << n << ", special value at " << pos);
+      const std::size_t at = std::size_t(pos);
+      std::vector<T> a(std::size_t(n), T(0.25)), p(a.size()), lp(a.size());
+      // softmax / log_softmax: NaN or +Inf make the whole row NaN.
+      for (T bad : {NaN, Inf}) {
+        a[at] = bad;
+        k::softmax(a.data(), p.data(), n);
+        k::log_softmax(a.data(), lp.data(), n);
+        CHECK(all_nan(p));
+        CHECK(all_nan(lp));
+      }
+      // −Inf: p = 0 and log p = −Inf there, the rest a finite distribution.
+      a[at] = -Inf;
+      k::softmax(a.data(), p.data(), n);
+      k::log_softmax(a.data(), lp.data(), n);
+      CHECK(p[at] == T(0));
+      CHECK(lp[at] == -Inf);
+      CHECK(p[std::size_t(n - 1 - pos == pos ? (pos + 1) % n : n - 1 - pos)] == Approx(1.0 / double(n - 1)));
+      // All −Inf: NaN.
+      std::vector<T> m(a.size(), -Inf);
+      k::softmax(m.data(), p.data(), n);
+      CHECK(all_nan(p));
+
+      // KL from logits: NaN or +Inf in either row gives NaN; b = −Inf where p > 0 gives +Inf.
+      std::vector<T> la(a.size(), T(0.5)), lb(a.size(), T(-0.25));
+      for (T bad : {NaN, Inf})
+        for (int side = 0; side < 2; ++side) {
+          std::vector<T> x = la, y = lb;
+          (side ? y : x)[at] = bad;
+          CHECK(std::isnan(k::kl_logits(x.data(), y.data(), n)));
+        }
+      lb[at] = -Inf;
+      CHECK(k::kl_logits(la.data(), lb.data(), n) == Inf);
+
+      // KL from probabilities.
+      std::vector<T> pp(a.size(), T(1) / T(n)), qq(pp);
+      for (T eps : {T(0), T(1e-6)}) {
+        std::vector<T> x = pp, y = qq;
+        x[at] = NaN;  // NaN in p
+        CHECK(std::isnan(k::kl_probs(x.data(), y.data(), n, eps)));
+        CHECK(std::isnan(k::ref::kl_probs(x.data(), y.data(), n, eps)));
+        x = pp;
+        y[at] = NaN;  // NaN in q where p > 0
+        CHECK(std::isnan(k::kl_probs(x.data(), y.data(), n, eps)));
+        y = qq;
+        y[at] = T(0);  // q = 0 where p > 0: +Inf without smoothing, finite with it
+        const T kl0 = k::kl_probs(x.data(), y.data(), n, eps);
+        CHECK((eps == T(0) ? kl0 == Inf : std::isfinite(kl0)));
+      }
+      std::vector<T> x = pp, y = qq;
+      x[at] = T(0);  // p = 0: the term counts 0, whatever q is (ε = 0)
+      for (T qv : {T(0), NaN, Inf, T(0.5)}) {
+        y[at] = qv;
+        const T got = k::kl_probs(x.data(), y.data(), n), ref = k::ref::kl_probs(x.data(), y.data(), n);
+        CHECK(std::isfinite(got));
+        CHECK(close(got, ref, 1e-4, 1e-6));
+      }
+    }
+}
+
+TEMPLATE_TEST_CASE("aggregation and depthwise propagate NaN and Inf as the arithmetic does", "[kernels][adversarial]", float, double) {
+  using T = TestType;
+  const T NaN = T(nan_), Inf = T(inf);
+  for (index_t L : {index_t(3), 8 * k::lanes<T> + 3})
+    for (index_t pos : {index_t(0), L / 2, L - 1})
+      for (T bad : {NaN, Inf, -Inf}) {
+        INFO("L " << L << " at " << pos << " value " << bad);
+        std::vector<std::vector<T>> v = {randv<T>(L, 1), randv<T>(L, 2), randv<T>(L, 3)};
+        v[1][std::size_t(pos)] = bad;
+        const std::vector<const T*> vp = {v[0].data(), v[1].data(), v[2].data()};
+        for (const std::vector<T>& w : {std::vector<T>{0.5, -1, 2}, std::vector<T>{0.5, 0, 2}}) {  // 0·Inf = NaN
+          std::vector<T> o(static_cast<std::size_t>(L)), r(static_cast<std::size_t>(L));
+          k::weighted_sum<k::default_arch, T>(vp, w, o.data(), L);
+          k::ref::weighted_sum<T>(vp, w, r.data(), L);
+          for (index_t i = 0; i < L; ++i) REQUIRE(close(o[std::size_t(i)], r[std::size_t(i)], 1e-5, 1e-5));
+          CHECK(!std::isfinite(o[std::size_t(pos)]));
+          CHECK(std::isnan(o[std::size_t(pos)]) == (std::isnan(bad) || w[1] == T(0)));
+        }
+      }
+  for (index_t W : {index_t(3), 2 * k::lanes<T> + 3})
+    for (T bad : {NaN, Inf}) {
+      const index_t H = 4, n = H * W;
+      auto x = randv<T>(n, 5), w = randv<T>(9, 6);
+      x[std::size_t(n / 2)] = bad;
+      std::vector<T> y(static_cast<std::size_t>(n)), yr(static_cast<std::size_t>(n));
+      k::depthwise_conv3x3(x.data(), w.data(), y.data(), 1, 1, H, W);
+      k::ref::depthwise_conv3x3(x.data(), w.data(), yr.data(), 1, 1, H, W);
+      index_t nonfinite = 0;
+      for (index_t i = 0; i < n; ++i) {
+        REQUIRE(close(y[std::size_t(i)], yr[std::size_t(i)], 1e-5, 1e-5));
+        nonfinite += !std::isfinite(y[std::size_t(i)]);
+      }
+      CHECK(nonfinite >= 4);  // the value reaches its 3x3 neighbourhood (>= 4 cells even at a corner)
+      // A non-finite weight: every output, the zero-padded borders included, and the backward.
+      x = randv<T>(n, 5);
+      for (index_t tap : {index_t(0), index_t(4), index_t(8)}) {
+        auto wb = w;
+        wb[std::size_t(tap)] = bad;
+        k::depthwise_conv3x3(x.data(), wb.data(), y.data(), 1, 1, H, W);
+        k::ref::depthwise_conv3x3(x.data(), wb.data(), yr.data(), 1, 1, H, W);
+        for (index_t i = 0; i < n; ++i) REQUIRE(close(y[std::size_t(i)], yr[std::size_t(i)], 1e-5, 1e-5));
+        CHECK(std::isnan(y[0]) == (std::isnan(bad) || tap == 0));  // corner: tap 0 reads the padding
+        auto dy = randv<T>(n, 7);
+        dy[std::size_t(n - 1)] = bad;
+        std::vector<T> dx(static_cast<std::size_t>(n), T(0)), dxr(dx), dw(9, T(0)), dwr(dw);
+        k::depthwise_conv3x3_backward(x.data(), wb.data(), dy.data(), dx.data(), dw.data(), 1, 1, H, W);
+        k::ref::depthwise_conv3x3_backward(x.data(), wb.data(), dy.data(), dxr.data(), dwr.data(), 1, 1, H, W);
+        for (index_t i = 0; i < n; ++i) REQUIRE(close(dx[std::size_t(i)], dxr[std::size_t(i)], 1e-5, 1e-5));
+        for (index_t i = 0; i < 9; ++i) REQUIRE(close(dw[std::size_t(i)], dwr[std::size_t(i)], 1e-5, 1e-5 * double(n)));
+      }
+    }
+}
+
 TEMPLATE_TEST_CASE("kernels match the golden files", "[kernels][golden]", float, double) {
   using T = TestType;
   const double tol = std::is_same_v<T, double> ? 1e-10 : 1e-5;

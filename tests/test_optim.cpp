@@ -102,3 +102,78 @@ TEST_CASE("Optimizers honour the per-parameter decay flag and reject bad options
   CHECK_THROWS_AS(optim::StepLR(0.1, 0, 0.1), value_error);
   CHECK_THROWS_AS(optim::WarmupCosineLR(0.1, 10, 0.1, 10), value_error);
 }
+
+namespace {
+constexpr double nan_v = std::numeric_limits<double>::quiet_NaN(), inf_v = std::numeric_limits<double>::infinity();
+// Each value of `bad` given to `make` throws value_error naming "<who>: <what>"; each of `good` builds.
+template <class Make>
+void check_option(const char* who, const char* what, std::initializer_list<double> bad, std::initializer_list<double> good,
+                  Make&& make) {
+  const std::string name = std::string(who) + ": " + what;
+  for (double v : bad) {
+    INFO(name << " = " << v);
+    CHECK_THROWS_AS(make(v), value_error);
+    CHECK_THROWS_WITH(make(v), Catch::Contains(name));
+  }
+  for (double v : good) {
+    INFO(name << " = " << v);
+    CHECK_NOTHROW(make(v));
+  }
+}
+}  // namespace
+
+TEST_CASE("Every optimizer option is checked for negative, NaN, infinite and out-of-range values", "[optim][errors]") {
+  Tensor<double> a(Shape{2}, 1.0), ga(Shape{2});
+  const std::vector<ParamRef<double>> refs{{"a", a.view(), ga.view(), true, true}};
+  auto sgd = [&](optim::SgdOptions o) { return optim::SGD<double>(refs, o); };
+  check_option("SGD", "lr", {-1, -1e-300, nan_v, inf_v, -inf_v}, {0, 1e-3, 10},
+               [&](double v) { return sgd({.lr = v}); });
+  check_option("SGD", "momentum", {-0.1, 1, 1.5, nan_v, inf_v, -inf_v}, {0, 0.9, 0.999},
+               [&](double v) { return sgd({.momentum = v}); });
+  check_option("SGD", "dampening", {-0.1, 1.01, nan_v, inf_v, -inf_v}, {0, 0.5, 1},
+               [&](double v) { return sgd({.momentum = 0.9, .dampening = v}); });
+  check_option("SGD", "weight_decay", {-1e-4, nan_v, inf_v, -inf_v}, {0, 5e-4},
+               [&](double v) { return sgd({.weight_decay = v}); });
+  check_option("SGD", "nesterov", {0.0}, {0.9}, [&](double m) { return sgd({.momentum = m, .nesterov = true}); });
+  check_option("SGD", "nesterov", {0.1, 1}, {0}, [&](double d) { return sgd({.momentum = 0.9, .dampening = d, .nesterov = true}); });
+
+  auto adamw = [&](optim::AdamWOptions o) { return optim::AdamW<double>(refs, o); };
+  check_option("AdamW", "lr", {-1, nan_v, inf_v, -inf_v}, {0, 1e-3}, [&](double v) { return adamw({.lr = v}); });
+  check_option("AdamW", "beta1", {-0.1, 1, 2, nan_v, inf_v}, {0, 0.9}, [&](double v) { return adamw({.beta1 = v}); });
+  check_option("AdamW", "beta2", {-0.1, 1, nan_v, inf_v}, {0, 0.999}, [&](double v) { return adamw({.beta2 = v}); });
+  check_option("AdamW", "eps", {0, -1e-8, nan_v, inf_v, -inf_v}, {1e-8, 1}, [&](double v) { return adamw({.eps = v}); });
+  check_option("AdamW", "weight_decay", {-1, nan_v, inf_v}, {0, 1e-2}, [&](double v) { return adamw({.weight_decay = v}); });
+
+  // set_lr checks the same domain and leaves the rate unchanged on error.
+  optim::SGD<double> s(refs, {.lr = 0.1});
+  optim::AdamW<double> w(refs, {.lr = 0.01});
+  for (double v : {-1.0, nan_v, inf_v, -inf_v}) {
+    CHECK_THROWS_WITH(s.set_lr(v), Catch::Contains("SGD: lr"));
+    CHECK_THROWS_WITH(w.set_lr(v), Catch::Contains("AdamW: lr"));
+  }
+  CHECK(s.lr() == 0.1);
+  CHECK(w.lr() == 0.01);
+}
+
+TEST_CASE("Every schedule argument is checked for negative, zero, NaN and infinite values", "[optim][errors]") {
+  check_option("StepLR", "base_lr", {-0.1, nan_v, inf_v}, {0, 0.1}, [](double v) { return optim::StepLR(v, 10, 0.1); });
+  check_option("StepLR", "step_size", {0, -3}, {1, 30}, [](double v) { return optim::StepLR(0.1, long(v), 0.1); });
+  check_option("StepLR", "gamma", {0, -0.5, nan_v, inf_v}, {0.1, 1, 2}, [](double v) { return optim::StepLR(0.1, 10, v); });
+  check_option("CosineLR", "base_lr", {-0.1, nan_v, inf_v}, {0, 0.1}, [](double v) { return optim::CosineLR(v, 10); });
+  check_option("CosineLR", "T_max", {0, -1, nan_v, inf_v}, {0.5, 100}, [](double v) { return optim::CosineLR(0.1, v); });
+  check_option("CosineLR", "eta_min", {-1e-3, 0.2, nan_v, inf_v}, {0, 0.05, 0.1},
+               [](double v) { return optim::CosineLR(0.1, 10, v); });
+  check_option("WarmupCosineLR", "base_lr", {-0.1, nan_v, inf_v}, {0, 0.1},
+               [](double v) { return optim::WarmupCosineLR(v, 1, 0.1, 10); });
+  check_option("WarmupCosineLR", "total", {0, -10, nan_v, inf_v}, {2, 100},
+               [](double v) { return optim::WarmupCosineLR(0.1, 1, 0.1, v); });
+  check_option("WarmupCosineLR", "warmup", {-1, 10, 11, nan_v, inf_v}, {0, 5, 9.5},
+               [](double v) { return optim::WarmupCosineLR(0.1, v, 0.1, 10); });
+  check_option("WarmupCosineLR", "start_factor", {0, -0.1, 1.1, nan_v, inf_v}, {0.01, 1},
+               [](double v) { return optim::WarmupCosineLR(0.1, 1, v, 10); });
+  check_option("WarmupCosineLR", "eta_min", {-1e-3, 0.2, nan_v, inf_v}, {0, 0.1},
+               [](double v) { return optim::WarmupCosineLR(0.1, 1, 0.1, 10, v); });
+  // Every accepted schedule gives finite, non-negative rates.
+  const optim::WarmupCosineLR wc(0.1, 2, 0.1, 10, 0.01);
+  for (double e = 0; e <= 10; e += 0.25) CHECK((std::isfinite(wc(e)) && wc(e) >= 0));
+}

@@ -185,6 +185,13 @@ ParameterCount parameter_count(M& m) {
   return c;
 }
 
+/// Degenerate shapes (README "Guarantees on bad input"): no module takes an
+/// empty tensor. A batch of 0 samples, 0 features, 0 channels or a 0×0 image
+/// (padding included) is a shape_error, the same in every module.
+inline void require_non_empty(const Shape& in, std::string_view module) {
+  require<shape_error>(in.rank() >= 1 && in.numel() > 0, module, "x shape", "a non-empty tensor (every extent > 0)", in);
+}
+
 /// Output shape check shared by modules: y must have exactly `expected`.
 template <class T>
 void require_shape(const View<T>& v, const Shape& expected, std::string_view module, std::string_view argument) {

@@ -158,7 +158,10 @@ class Identity {
     Shape x_shape;
     bool done = false;
   };
-  Shape output_shape(const Shape& in) const { return in; }
+  Shape output_shape(const Shape& in) const {
+    require_non_empty(in, "Identity");
+    return in;
+  }
   void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
     c.done = false;
     infer(x, y);
@@ -167,7 +170,7 @@ class Identity {
   }
   void infer(ConstView<T> x, View<T> y) {
     require_contiguous(x, "Identity", "x");
-    require_shape(y, x.shape(), "Identity", "y");
+    require_shape(y, output_shape(x.shape()), "Identity", "y");
     std::copy(x.data(), x.data() + x.size(), y.data());
   }
   void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {

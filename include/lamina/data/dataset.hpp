@@ -25,7 +25,8 @@ struct Dataset {
 
   /// The first n samples (n <= size()).
   Dataset head(index_t n) const {
-    require(n >= 0 && n <= size(), "Dataset", "head(n)", detail::text("in [0, ", size(), "]"), n);
+    const index_t N = size();
+    require(n >= 0 && n <= N, "Dataset", "head(n)", detail::text("in [0, ", N, "]"), n);
     Dataset d;
     const index_t per = images.size() / std::max<index_t>(size(), 1);
     d.images = Tensor<float>(Shape{n, images.dim(1), images.dim(2), images.dim(3)});
@@ -50,16 +51,31 @@ inline Normalization statistics(const Dataset& d) {
   return {float(m), float(std::sqrt(std::max(q / n - m * m, 1e-12)))};
 }
 
+namespace detail {
+/// Images [N, H, W] and labels [N] of an IDX pair agree and are usable.
+inline void check_idx_pair(const IdxArray& im, const IdxArray& lb, const std::filesystem::path& images,
+                           const std::filesystem::path& labels, index_t num_classes) {
+  using lamina::detail::text;
+  require(num_classes > 0, "load_idx_pair", "num_classes", "> 0", num_classes);
+  require<io_error>(im.dims.size() == 3, "load_idx_pair", text(images, ": rank"), "3 ([N, H, W])", im.dims.size());
+  require<io_error>(lb.dims.size() == 1, "load_idx_pair", text(labels, ": rank"), "1 ([N])", lb.dims.size());
+  require<io_error>(im.dims[1] > 0 && im.dims[2] > 0, "load_idx_pair", text(images, ": image size H x W"),
+                    "> 0 x > 0", text(im.dims[1], " x ", im.dims[2]));
+  require<io_error>(im.dims[0] == lb.dims[0], "load_idx_pair", "sample count",
+                    text(im.dims[0], " (images)"), text(lb.dims[0], " (labels)"));
+  for (std::size_t i = 0; i < lb.values.size(); ++i)
+    require<io_error>(lb.values[i] < num_classes, "load_idx_pair", text(labels, ": label ", i),
+                      text("< ", num_classes), int(lb.values[i]));
+}
+}  // namespace detail
+
 /// Builds a data set from an images IDX file [N, H, W] and a labels file [N].
+/// Throws io_error naming the file for ranks, sizes or labels that disagree.
 inline Dataset load_idx_pair(const std::filesystem::path& images, const std::filesystem::path& labels,
                              index_t num_classes, index_t limit = 0) {
+  require(limit >= 0, "load_idx_pair", "limit", ">= 0 (0: all samples)", limit);
   const IdxArray im = read_idx(images), lb = read_idx(labels);
-  if (im.dims.size() != 3)
-    throw io_error(detail::concat("lamina::load_idx_pair: ", images.string(), ": rank: expected 3 ([N, H, W]), got ", im.dims.size()));
-  if (lb.dims.size() != 1)
-    throw io_error(detail::concat("lamina::load_idx_pair: ", labels.string(), ": rank: expected 1 ([N]), got ", lb.dims.size()));
-  if (im.dims[0] != lb.dims[0])
-    throw io_error(detail::concat("lamina::load_idx_pair: sample count: images have ", im.dims[0], ", labels have ", lb.dims[0]));
+  detail::check_idx_pair(im, lb, images, labels, num_classes);
   index_t n = im.dims[0];
   if (limit > 0) n = std::min(n, limit);
   const index_t H = im.dims[1], W = im.dims[2];
@@ -67,13 +83,7 @@ inline Dataset load_idx_pair(const std::filesystem::path& images, const std::fil
   d.num_classes = num_classes;
   d.images = Tensor<float>(Shape{n, 1, H, W});
   for (index_t i = 0; i < n * H * W; ++i) d.images[i] = float(im.values[static_cast<std::size_t>(i)]) / 255.0f;
-  d.labels.resize(static_cast<std::size_t>(n));
-  for (index_t i = 0; i < n; ++i) {
-    const int y = lb.values[static_cast<std::size_t>(i)];
-    if (y >= num_classes)
-      throw io_error(detail::concat("lamina::load_idx_pair: ", labels.string(), ": label ", i, ": expected < ", num_classes, ", got ", y));
-    d.labels[static_cast<std::size_t>(i)] = y;
-  }
+  d.labels.assign(lb.values.begin(), lb.values.begin() + n);
   return d;
 }
 
@@ -86,6 +96,12 @@ inline Dataset load_fashion_mnist(const std::filesystem::path& dir, const std::s
   return load_idx_pair(dir / (p + "-images-idx3-ubyte.gz"), dir / (p + "-labels-idx1-ubyte.gz"), 10, limit);
 }
 
+/// What a Loader checks in its data set when it is built.
+enum class Check {
+  all,          ///< shape, labels and finite intensities (one pass over the images)
+  labels_only,  ///< shape and labels; non-finite intensities pass through (training tests)
+};
+
 struct Augmentation {
   index_t pad = 0;     ///< random crop of the original size from the zero-padded image
   bool hflip = false;  ///< horizontal flip with probability 1/2
@@ -95,13 +111,18 @@ struct Augmentation {
 template <class T>
 class Loader {
  public:
+  /// Checks the data set once: shape [N, C, H, W] with N > 0, one label per
+  /// sample in [0, num_classes), and (unless `check` is Check::labels_only)
+  /// finite intensities; value_error names the first bad sample.
   Loader(const Dataset& d, index_t batch_size, Normalization norm, bool shuffle = false, Augmentation aug = {},
-         std::uint64_t seed = 1)
+         std::uint64_t seed = 1, Check check = Check::all)
       : d_(&d), bs_(batch_size), norm_(norm), shuffle_(shuffle), aug_(aug), rng_(seed) {
     require(batch_size > 0, "Loader", "batch_size", "> 0", batch_size);
-    require(d.size() > 0, "Loader", "data set size", "> 0", d.size());
-    require(norm.stddev > 0, "Loader", "normalization stddev", "> 0", norm.stddev);
+    require(std::isfinite(norm.mean), "Loader", "normalization mean", "a finite value", norm.mean);
+    require(std::isfinite(norm.stddev) && norm.stddev > 0, "Loader", "normalization stddev", "finite and > 0",
+            norm.stddev);
     require(aug.pad >= 0, "Loader", "augmentation pad", ">= 0", aug.pad);
+    check_dataset(d, check);
     order_.resize(static_cast<std::size_t>(d.size()));
     std::iota(order_.begin(), order_.end(), index_t(0));
   }
@@ -116,7 +137,8 @@ class Loader {
 
   /// Batch i of the epoch: normalised (and augmented) images and their labels.
   void batch(index_t i, Tensor<T>& x, std::vector<std::int32_t>& y) {
-    require(i >= 0 && i < batches(), "Loader", "batch index", detail::text("in [0, ", batches(), ")"), i);
+    const index_t nb = batches();
+    require(i >= 0 && i < nb, "Loader", "batch index", detail::text("in [0, ", nb, ")"), i);
     const index_t first = i * bs_, n = std::min(bs_, d_->size() - first);
     const Tensor<float>& im = d_->images;
     const index_t C = im.dim(1), H = im.dim(2), W = im.dim(3), per = C * H * W;
@@ -146,6 +168,25 @@ class Loader {
   }
 
  private:
+  static void check_dataset(const Dataset& d, Check check) {
+    using detail::text;
+    const index_t n = d.size(), k = d.num_classes;
+    require<shape_error>(d.images.rank() == 4 && n > 0 && d.images.size() > 0, "Loader", "data set images",
+                         "[N, C, H, W] with N > 0, non-empty", d.images.shape());
+    require(static_cast<index_t>(d.labels.size()) == n, "Loader", "data set labels", text(n, " (one per image)"),
+            d.labels.size());
+    require(k > 0, "Loader", "data set num_classes", "> 0", k);
+    for (std::size_t i = 0; i < d.labels.size(); ++i)
+      require(d.labels[i] >= 0 && d.labels[i] < k, "Loader", text("data set label of sample ", i),
+              text("in [0, ", k, ")"), d.labels[i]);
+    if (check == Check::labels_only) return;
+    const float* v = d.images.data();
+    const index_t total = d.images.size(), per = total / n;
+    for (index_t i = 0; i < total; ++i)
+      if (!std::isfinite(v[i])) [[unlikely]]
+        fail("Loader", text("data set image of sample ", i / per, ", value ", i % per), "a finite intensity", v[i]);
+  }
+
   const Dataset* d_;
   index_t bs_;
   Normalization norm_;

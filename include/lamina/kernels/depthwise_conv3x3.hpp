@@ -5,7 +5,8 @@
 // zero-padded (H+2)×(W+2) scratch so the vector body along j needs no edge
 // cases; the input gradient is the same stencil with the kernel rotated by
 // 180° applied to dy; the weight gradient is 9 dot products per plane.
-// NaN/Inf propagate as in the arithmetic.
+// NaN/Inf propagate as in the arithmetic, padding included: a NaN or Inf
+// weight makes the border outputs NaN too (0·Inf = NaN), as in PyTorch.
 #include <vector>
 
 #include "lamina/kernels/simd.hpp"
@@ -14,6 +15,12 @@ namespace lamina::kernels {
 inline namespace LAMINA_KERNELS_ISA_NS {
 
 namespace ref {
+/// x[b, c, r, q], 0 outside the plane (the padding takes part in the arithmetic:
+/// 0·NaN and 0·Inf are NaN, as in PyTorch's padded convolution).
+template <class T>
+T padded(const T* x, index_t b, index_t c, index_t r, index_t q, index_t C, index_t H, index_t W) {
+  return r >= 0 && r < H && q >= 0 && q < W ? x[((b * C + c) * H + r) * W + q] : T(0);
+}
 template <class T>
 void depthwise_conv3x3(const T* x, const T* w, T* y, index_t B, index_t C, index_t H, index_t W) {
   for (index_t b = 0; b < B; ++b)
@@ -22,31 +29,24 @@ void depthwise_conv3x3(const T* x, const T* w, T* y, index_t B, index_t C, index
         for (index_t j = 0; j < W; ++j) {
           T s = 0;
           for (index_t u = 0; u < 3; ++u)
-            for (index_t v = 0; v < 3; ++v) {
-              const index_t r = i + u - 1, q = j + v - 1;
-              if (r >= 0 && r < H && q >= 0 && q < W) s += w[c * 9 + u * 3 + v] * x[((b * C + c) * H + r) * W + q];
-            }
+            for (index_t v = 0; v < 3; ++v) s += w[c * 9 + u * 3 + v] * padded(x, b, c, i + u - 1, j + v - 1, C, H, W);
           y[((b * C + c) * H + i) * W + j] = s;
         }
 }
-/// dx += ∂L/∂x, dw += ∂L/∂w for L = <y, dy>.
+/// dx += ∂L/∂x, dw += ∂L/∂w for L = <y, dy> (gather form over the padded dy and x).
 template <class T>
 void depthwise_conv3x3_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, index_t B, index_t C, index_t H,
                                 index_t W) {
   for (index_t b = 0; b < B; ++b)
     for (index_t c = 0; c < C; ++c)
       for (index_t i = 0; i < H; ++i)
-        for (index_t j = 0; j < W; ++j) {
-          const T g = dy[((b * C + c) * H + i) * W + j];
+        for (index_t j = 0; j < W; ++j)
           for (index_t u = 0; u < 3; ++u)
             for (index_t v = 0; v < 3; ++v) {
-              const index_t r = i + u - 1, q = j + v - 1;
-              if (r < 0 || r >= H || q < 0 || q >= W) continue;
-              const index_t xi = ((b * C + c) * H + r) * W + q;
-              dx[xi] += w[c * 9 + u * 3 + v] * g;
-              dw[c * 9 + u * 3 + v] += x[xi] * g;
+              const T* k = w + c * 9 + u * 3 + v;
+              dx[((b * C + c) * H + i) * W + j] += *k * padded(dy, b, c, i - u + 1, j - v + 1, C, H, W);
+              dw[c * 9 + u * 3 + v] += padded(x, b, c, i + u - 1, j + v - 1, C, H, W) * dy[((b * C + c) * H + i) * W + j];
             }
-        }
 }
 }  // namespace ref
 

@@ -5,7 +5,11 @@
 // count 0. With smoothing ε > 0 both vectors become (v + ε)/(1 + nε); the
 // normaliser cancels inside the log, so
 //   KL_ε = Σ (p_i + ε)(log(p_i + ε) − log(q_i + ε)) / (1 + nε).
-// Non-finite: q_i = 0 with p_i > 0 (ε = 0) gives +Inf; NaN anywhere gives NaN.
+// Non-finite: q_i = 0 with p_i > 0 (ε = 0) gives +Inf; a NaN in p, or in q
+// where p_i + ε ≠ 0, gives NaN; a term with p_i + ε = 0 counts 0 whatever q_i
+// is (spec/kernels.md). The same on every instruction set: the vector body
+// drops a term where `p_i + ε == 0` (false for NaN everywhere), not where
+// `!=` fails (ordered on AVX2 and AVX-512, where it would drop a NaN p_i).
 //
 // From logits, fused: KL(softmax(a)‖softmax(b)) = Σ p_i (a_i − b_i) − lse(a) + lse(b),
 // one pass over a and b with online log-sum-exp for both and the weighted sum
@@ -27,7 +31,7 @@ T kl_probs(const T* p, const T* q, index_t n, T eps = T(0)) {
   T s = 0;
   for (index_t i = 0; i < n; ++i) {
     const T a = p[i] + eps, b = q[i] + eps;
-    if (a != T(0) || std::isnan(a)) s += a * (std::log(a) - std::log(b));
+    if (!(a == T(0))) s += a * (std::log(a) - std::log(b));
   }
   return eps == T(0) ? s : s / (T(1) + T(n) * eps);
 }
@@ -52,8 +56,8 @@ T kl_probs(const T* p, const T* q, index_t n, T eps = T(0)) {
   const V ve(eps), zero(T(0));
   auto term = [&](const V& pv, const V& qv) {
     const V a = pv + ve, b = qv + ve;
-    // 0·log 0 = 0: select keeps NaN (a != 0 is true for NaN).
-    return xsimd::select(a != zero, a * (xsimd::log(a) - xsimd::log(b)), zero);
+    // 0·log 0 = 0; a NaN in a stays (a == 0 is false for NaN on every ISA).
+    return xsimd::select(a == zero, zero, a * (xsimd::log(a) - xsimd::log(b)));
   };
   T total = 0;
   index_t i = 0;
@@ -66,7 +70,7 @@ T kl_probs(const T* p, const T* q, index_t n, T eps = T(0)) {
   }
   for (; i < n; ++i) {
     const T a = p[i] + eps, b = q[i] + eps;
-    if (a != T(0) || std::isnan(a)) total += a * (std::log(a) - std::log(b));
+    if (!(a == T(0))) total += a * (std::log(a) - std::log(b));
   }
   return eps == T(0) ? total : total / (T(1) + T(n) * eps);
 }

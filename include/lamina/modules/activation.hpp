@@ -29,7 +29,10 @@ class ReLU {
   struct Cache {
     ConstView<T> x;
   };
-  Shape output_shape(const Shape& in) const { return in; }
+  Shape output_shape(const Shape& in) const {
+    require_non_empty(in, "ReLU");
+    return in;
+  }
   void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
     c.x = {};
     infer(x, y);
@@ -73,7 +76,10 @@ class Tanh {
     Tensor<T> y;  ///< the output (a copy: y may be overwritten after forward)
     bool done = false;
   };
-  Shape output_shape(const Shape& in) const { return in; }
+  Shape output_shape(const Shape& in) const {
+    require_non_empty(in, "Tanh");
+    return in;
+  }
   void forward(ConstView<T> x, View<T> y, Cache& c, Pass = {}) {
     c.done = false;
     infer(x, y);

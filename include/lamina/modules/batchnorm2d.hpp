@@ -20,7 +20,7 @@ class BatchNorm2d {
   explicit BatchNorm2d(index_t channels, double eps = 1e-5, double momentum = 0.1)
       : C_(channels), eps_(eps), momentum_(momentum) {
     require(channels > 0, "BatchNorm2d", "num_features", "> 0", channels);
-    require(eps > 0, "BatchNorm2d", "eps", "> 0", eps);
+    require(std::isfinite(eps) && eps > 0, "BatchNorm2d", "eps", "finite and > 0", eps);
     require(momentum >= 0 && momentum <= 1, "BatchNorm2d", "momentum", "in [0, 1]", momentum);
     const Shape s{channels};
     gamma_ = Tensor<T>(s, T(1));

@@ -118,6 +118,7 @@ class Conv2d {
   Shape output_shape(const Shape& in) const {
     require<shape_error>(in.rank() == 4 && in[1] == o_.in_channels && in[0] > 0, "Conv2d", "x shape",
                          detail::text("[B > 0, ", o_.in_channels, ", H, W]"), in);
+    require<shape_error>(in[2] > 0 && in[3] > 0, "Conv2d", "x spatial size", "H > 0 and W > 0 (padding does not make an empty image valid)", in);
     const index_t Ho = (in[2] + 2 * o_.padding - o_.kernel_h) / o_.stride + 1;
     const index_t Wo = (in[3] + 2 * o_.padding - o_.kernel_w) / o_.stride + 1;
     require<shape_error>(in[2] + 2 * o_.padding >= o_.kernel_h && in[3] + 2 * o_.padding >= o_.kernel_w, "Conv2d",

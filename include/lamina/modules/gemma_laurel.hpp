@@ -32,6 +32,7 @@ class GemmaLaurel {
 
   Shape output_shape(const Shape& in) const {
     require<shape_error>(in.rank() == 2 && in.cols() == D_, "GemmaLaurel", "x shape", detail::text("[N, ", D_, "]"), in);
+    require_non_empty(in, "GemmaLaurel");
     const Shape a = inner_.output_shape(in);
     require<shape_error>(a == in, "GemmaLaurel", "inner output shape", in, a);
     return in;

@@ -91,6 +91,10 @@ class Laurel {
   /// D: width of the stream (channels of f's output). rng draws Xavier A.
   Laurel(F f, S s, index_t D, const laurel::Options& o, Rng& rng) : f_(std::move(f)), s_(std::move(s)), D_(D), o_(o) {
     require(D > 0, "Laurel", "D", "> 0", D);
+    require(int(o.bound) >= 0 && int(o.bound) <= 2, "Laurel", "bound", "softmax, sigmoid or two_sigmoids", int(o.bound));
+    require(int(o.a_init) >= 0 && int(o.a_init) <= 1, "Laurel", "a_init", "column_orthogonal or xavier_uniform",
+            int(o.a_init));
+    require(int(o.h) >= 0 && int(o.h) <= 2, "Laurel", "h", "automatic, identity or low_rank", int(o.h));
     require(V::rw || !o.per_channel, "Laurel", "per_channel", "a variant with RW (alpha, beta)", detail::text(V::name));
     if constexpr (V::pa) {
       require(o.history >= 1, "Laurel", "history k", ">= 1", o.history);
@@ -143,6 +147,7 @@ class Laurel {
   Tensor<T>& B_history(index_t j) requires V::pa { return h_.at(static_cast<std::size_t>(j - 1)).B(); }  ///< B_j, j = 1..k
 
   Shape output_shape(const Shape& in) const {
+    require_non_empty(in, "Laurel");
     const Shape a = f_.output_shape(in), b = s_.output_shape(in);
     require<shape_error>(a == b, "Laurel", "branch output shapes", detail::text("f(x) ", a), detail::text("shortcut(x) ", b));
     const ChannelGeometry g = ChannelGeometry::of(a, "Laurel", "stream shape");

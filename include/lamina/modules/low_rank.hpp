@@ -34,6 +34,10 @@ class LowRank {
   /// B starts at zero (as in LoRA), A column-orthogonal or Xavier-uniform.
   LowRank(index_t D, index_t r, AInit init, Rng& rng)
       : A_(Shape{D, r}), dA_(Shape{D, r}), B_(Shape{r, D}), dB_(Shape{r, D}) {
+    require(D > 0, "LowRank", "D", "> 0", D);
+    require(r >= 1 && r <= D, "LowRank", "rank r", detail::text("in [1, D = ", D, "]"), r);
+    require(init == AInit::xavier_uniform || init == AInit::column_orthogonal, "LowRank", "init",
+            "column_orthogonal or xavier_uniform", int(init));
     if (init == AInit::xavier_uniform) init::xavier_uniform(A_.view(), rng);
     else init_column_orthogonal(A_.view());
   }

@@ -19,7 +19,7 @@ class RMSNorm {
 
   explicit RMSNorm(index_t D, double eps = 1e-6, bool gain = true) : D_(D), eps_(eps), gain_(gain) {
     require(D > 0, "RMSNorm", "D", "> 0", D);
-    require(eps > 0, "RMSNorm", "eps", "> 0", eps);
+    require(std::isfinite(eps) && eps > 0, "RMSNorm", "eps", "finite and > 0", eps);
     w_ = Tensor<T>(Shape{gain ? D : 0}, T(1));
     dw_ = Tensor<T>(w_.shape());
   }
@@ -27,6 +27,7 @@ class RMSNorm {
 
   Shape output_shape(const Shape& in) const {
     require<shape_error>(in.rank() >= 1 && in.cols() == D_, "RMSNorm", "x shape", detail::text("[..., ", D_, "]"), in);
+    require_non_empty(in, "RMSNorm");
     return in;
   }
   struct Cache {

@@ -23,8 +23,9 @@ class AdamW : public OptimizerBase<T> {
   AdamW(std::vector<ParamRef<T>> params, const AdamWOptions& o) : Base("AdamW", std::move(params), o.lr), o_(o) {
     require(o.beta1 >= 0 && o.beta1 < 1, "AdamW", "beta1", "in [0, 1)", o.beta1);
     require(o.beta2 >= 0 && o.beta2 < 1, "AdamW", "beta2", "in [0, 1)", o.beta2);
-    require(o.eps > 0, "AdamW", "eps", "> 0", o.eps);
-    require(o.weight_decay >= 0, "AdamW", "weight_decay", ">= 0", o.weight_decay);
+    require(std::isfinite(o.eps) && o.eps > 0, "AdamW", "eps", "finite and > 0", o.eps);
+    require(std::isfinite(o.weight_decay) && o.weight_decay >= 0, "AdamW", "weight_decay", "finite and >= 0",
+            o.weight_decay);
     m_ = this->make_state();
     v_ = this->make_state();
   }

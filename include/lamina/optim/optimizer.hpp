@@ -1,6 +1,7 @@
 #pragma once
 // What SGD and AdamW share: the list of trainable parameters of a model, the
 // learning rate, and named state tensors (for checkpoints).
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,7 @@ class OptimizerBase {
  public:
   double lr() const noexcept { return lr_; }
   void set_lr(double lr) {
-    require(lr >= 0, name_, "lr", ">= 0", lr);
+    require(std::isfinite(lr) && lr >= 0, name_, "lr", "finite and >= 0", lr);
     lr_ = lr;
   }
   const std::vector<ParamRef<T>>& parameters() const noexcept { return params_; }
@@ -35,7 +36,8 @@ class OptimizerBase {
   OptimizerBase(const char* name, std::vector<ParamRef<T>> params, double lr) : name_(name), params_(std::move(params)) {
     set_lr(lr);
     for (auto& p : params_)
-      require<shape_error>(p.grad.size() == p.value.size(), name_, "gradient of " + p.name, p.value.shape(), p.grad.shape());
+      require<shape_error>(p.grad.size() == p.value.size(), name_, detail::text("gradient of ", p.name), p.value.shape(),
+                           p.grad.shape());
   }
   /// One state tensor per parameter, zero-initialised.
   std::vector<Tensor<T>> make_state() const {

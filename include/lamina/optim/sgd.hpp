@@ -1,8 +1,12 @@
 #pragma once
-// SGD with momentum and Nesterov, as torch.optim.SGD (golden/core/README.md):
+// SGD with momentum and Nesterov, as torch.optim.SGD (golden/core/README.md).
+// Options: lr and weight_decay finite and >= 0, momentum in [0, 1), dampening
+// in [0, 1], Nesterov only with momentum > 0 and dampening 0 (value_error).
 //   d = g + wd·w (only where the parameter's decay flag is set)
 //   buf = d at the first step, else momentum·buf + (1 − dampening)·d
 //   d = d + momentum·buf (Nesterov) or buf;  w −= lr·d
+#include <cmath>
+
 #include "lamina/optim/optimizer.hpp"
 
 namespace lamina::optim {
@@ -21,8 +25,10 @@ class SGD : public OptimizerBase<T> {
 
  public:
   SGD(std::vector<ParamRef<T>> params, const SgdOptions& o) : Base("SGD", std::move(params), o.lr), o_(o) {
-    require(o.momentum >= 0, "SGD", "momentum", ">= 0", o.momentum);
-    require(o.weight_decay >= 0, "SGD", "weight_decay", ">= 0", o.weight_decay);
+    require(o.momentum >= 0 && o.momentum < 1, "SGD", "momentum", "in [0, 1)", o.momentum);
+    require(o.dampening >= 0 && o.dampening <= 1, "SGD", "dampening", "in [0, 1]", o.dampening);
+    require(std::isfinite(o.weight_decay) && o.weight_decay >= 0, "SGD", "weight_decay", "finite and >= 0",
+            o.weight_decay);
     require(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD", "nesterov",
             "momentum > 0 and dampening == 0", detail::text("momentum ", o.momentum, ", dampening ", o.dampening));
     if (o.momentum != 0) buf_ = this->make_state();

@@ -1,11 +1,13 @@
 #pragma once
 // Training-loop helpers: one epoch of minibatch training, evaluation, and a
-// history that is written as CSV. A non-finite loss stops training with a
-// non_finite_error before any optimizer step applies it.
+// history that is written as CSV. A non-finite loss or gradient stops training
+// with a non_finite_error before any optimizer step applies it (or, on request,
+// skips the batch); a parameter made non-finite by a step stops it after.
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -16,75 +18,192 @@
 
 namespace lamina::train {
 
+/// What train_epoch does with a batch whose loss or gradients are not finite.
+enum class OnNonFinite {
+  stop,  ///< throw non_finite_error before the update (the default)
+  skip,  ///< drop the batch: no update, buffers (BatchNorm statistics) restored; counted in EpochStats
+};
+struct TrainOptions {
+  OnNonFinite on_non_finite = OnNonFinite::stop;
+  index_t epoch = 0;  ///< named in errors when > 0 (1-based); the label names it otherwise
+};
+
 struct EpochStats {
   double loss = 0, accuracy = 0;
   double seconds = 0, images_per_second = 0;
   index_t images = 0;
+  index_t skipped = 0;         ///< batches dropped by OnNonFinite::skip (not in loss, accuracy, images)
+  std::string first_skipped;   ///< why the first of them was dropped
 };
+
+namespace detail {
+using lamina::detail::text;
+
+/// "nan", "inf", "-inf" (the sign of a NaN means nothing) or the number.
+inline std::string describe(double v) {
+  if (std::isnan(v)) return "nan";
+  return lamina::detail::concat(v);
+}
+/// Index of the first non-finite element of v, or -1.
+template <class T>
+index_t first_non_finite(const View<T>& v) noexcept {
+  const T* p = v.data();
+  for (index_t i = 0, n = v.size(); i < n; ++i)
+    if (!std::isfinite(p[i])) return i;
+  return -1;
+}
+/// "<what> <name> is <value> at index <i>" for the first non-finite tensor
+/// (values, or gradients when `grads`) of `ps`; empty when all are finite.
+template <class T>
+std::string non_finite_report(const std::vector<ParamRef<T>>& ps, bool grads, const char* what) {
+  for (const ParamRef<T>& p : ps) {
+    const View<T>& v = grads ? p.grad : p.value;
+    const index_t i = first_non_finite(v);
+    if (i >= 0) return lamina::detail::concat(what, " ", p.name, " is ", describe(double(v.data()[i])), " at index ", i);
+  }
+  return {};
+}
+template <class M>
+std::vector<ParamRef<typename M::value_type>> all_tensors(M& model) {
+  std::vector<ParamRef<typename M::value_type>> ps;
+  visit_parameters(model, [&](const ParamRef<typename M::value_type>& p) { ps.push_back(p); });
+  return ps;
+}
+
+template <class T>
+struct StepResult {
+  T loss = 0;
+  std::string problem;  ///< the first non-finite loss, gradient or parameter; empty if none
+  bool updated = false; ///< the optimizer step ran (a problem after it cannot be skipped)
+};
+
+/// forward, loss, backward, update, with the checks between them.
+template <Module M, class Opt>
+StepResult<typename M::value_type> checked_step(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
+                                                ConstView<typename M::value_type> x,
+                                                const std::vector<std::int32_t>& labels, double lr,
+                                                Tensor<typename M::value_type>& y, Tensor<typename M::value_type>& dy) {
+  StepResult<typename M::value_type> r;
+  const Shape ys = model.output_shape(x.shape());
+  y.resize(ys);
+  model.forward(x, y.view());
+  r.loss = loss.forward(y.cview(), labels);
+  if (!std::isfinite(double(r.loss))) {
+    r.problem = "loss is " + describe(double(r.loss));
+    return r;
+  }
+  dy.resize(ys);
+  dy.zero();
+  loss.backward(dy.view());
+  opt.zero_grad();
+  model.backward(dy.cview(), View<typename M::value_type>{}, {.input = false});
+  r.problem = non_finite_report(opt.parameters(), true, "gradient of");
+  if (!r.problem.empty()) return r;
+  if (lr > 0) opt.set_lr(lr);
+  opt.step();
+  r.updated = true;
+  r.problem = non_finite_report(all_tensors(model), false, "parameter");
+  return r;
+}
+
+/// Buffers (trainable == false: BatchNorm running statistics) to restore after a skipped batch.
+template <class T>
+std::vector<std::vector<T>> save_buffers(const std::vector<ParamRef<T>>& ps) {
+  std::vector<std::vector<T>> b;
+  for (const ParamRef<T>& p : ps)
+    if (!p.trainable) b.emplace_back(p.value.data(), p.value.data() + p.value.size());
+  return b;
+}
+template <class T>
+void restore_buffers(const std::vector<ParamRef<T>>& ps, const std::vector<std::vector<T>>& b) {
+  std::size_t k = 0;
+  for (const ParamRef<T>& p : ps)
+    if (!p.trainable) {
+      std::copy(b[k].begin(), b[k].end(), p.value.data());
+      ++k;
+    }
+}
+}  // namespace detail
 
 /// One training step on the batch (`x`, `labels`): forward, loss, backward,
 /// `lr` (when > 0) and the optimizer update. Returns the batch loss; the
 /// number of correct predictions is `loss.correct()` afterwards. `y`, `dy` and
-/// `dx` are reusable buffers. A non-finite loss throws before the update.
+/// `dx` are reusable buffers. A non-finite loss or gradient throws
+/// non_finite_error before the update; a parameter made non-finite by the
+/// update throws after it (the model is then unusable: reload a checkpoint).
 template <Module M, class Opt>
 typename M::value_type train_step(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
                                   ConstView<typename M::value_type> x, const std::vector<std::int32_t>& labels,
                                   double lr, Tensor<typename M::value_type>& y, Tensor<typename M::value_type>& dy,
                                   Tensor<typename M::value_type>& dx) {
-  const Shape ys = model.output_shape(x.shape());
-  y.resize(ys);
-  model.forward(x, y.view());
-  const auto l = loss.forward(y.cview(), labels);
-  if (!std::isfinite(double(l)))
-    throw non_finite_error(detail::concat("lamina::train_step: loss is ", double(l),
-                                          "; training stopped before the update (lower the learning rate?)"));
-  dy.resize(ys);
-  dy.zero();
-  loss.backward(dy.view());
   (void)dx;  // kept in the signature; the input gradient is not needed
-  opt.zero_grad();
-  model.backward(dy.cview(), View<typename M::value_type>{}, {.input = false});
-  if (lr > 0) opt.set_lr(lr);
-  opt.step();
-  return l;
+  const auto r = detail::checked_step(model, loss, opt, x, labels, lr, y, dy);
+  if (!r.problem.empty())
+    throw non_finite_error("lamina::train_step: " + r.problem +
+                           (r.updated ? "; after the update (lower the learning rate?)"
+                                      : "; training stopped before the update (lower the learning rate?)"));
+  return r.loss;
 }
 
 /// Trains `model` for one epoch. `lr_at(step_in_epoch)` (optional) sets the
-/// learning rate before each step, for per-step schedules.
+/// learning rate before each step, for per-step schedules. `label` names the
+/// epoch in progress output and errors ("epoch 3/10").
+///
+/// Non-finite values: the loss, then every gradient, then (after the update)
+/// every parameter and buffer are checked at each step. The first non-finite
+/// one throws non_finite_error naming the label, the epoch (o.epoch), the step
+/// and the tensor ("gradient of layer1.0.conv1.weight is nan at index 17").
+/// A loss or gradient problem is found before the update: the parameters,
+/// and the buffers (BatchNorm statistics, restored), are those of the last
+/// good step; with OnNonFinite::skip such a batch is dropped instead and
+/// counted in EpochStats::skipped. A parameter made non-finite by an update always throws.
+/// The trainer writes no file: a caller that checkpoints after each epoch
+/// keeps its last good checkpoint.
 template <Module M, class Opt>
 EpochStats train_epoch(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
                        data::Loader<typename M::value_type>& loader, Progress& progress, const std::string& label,
-                       const std::function<double(index_t)>& lr_at = {}) {
+                       const std::function<double(index_t)>& lr_at = {}, const TrainOptions& o = {}) {
   using T = typename M::value_type;
   set_training(model, true);
   loader.start_epoch();
-  Tensor<T> x, y, dy, dx;
+  Tensor<T> x, y, dy;
   std::vector<std::int32_t> labels;
   EpochStats st;
   double loss_sum = 0;
   index_t correct = 0;
   const index_t nb = loader.batches();
+  const bool skip = o.on_non_finite == OnNonFinite::skip;
+  const auto tensors = detail::all_tensors(model);
   progress.start(label, nb);
   const auto t0 = std::chrono::steady_clock::now();
   for (index_t b = 0; b < nb; ++b) {
     loader.batch(b, x, labels);
-    T l;
-    try {
-      l = train_step(model, loss, opt, x.cview(), labels, lr_at ? lr_at(b) : 0.0, y, dy, dx);
-    } catch (const non_finite_error& e) {
-      progress.finish();
-      throw non_finite_error(detail::concat("lamina::train_epoch: ", label, ": step ", b + 1, " of ", nb, ": ", e.what()));
+    const auto buffers = detail::save_buffers(tensors);  // BatchNorm statistics: a few values per channel
+    const auto r = detail::checked_step(model, loss, opt, x.cview(), labels, lr_at ? lr_at(b) : 0.0, y, dy);
+    if (!r.problem.empty()) {
+      const std::string where = lamina::detail::concat("lamina::train_epoch: ", label, ": ",
+                                                       o.epoch > 0 ? lamina::detail::concat("epoch ", o.epoch, ", ") : "",
+                                                       "step ", b + 1, " of ", nb, ": ", r.problem);
+      if (!r.updated) detail::restore_buffers(tensors, buffers);  // as after the last good step
+      if (!skip || r.updated) {
+        progress.finish();
+        throw non_finite_error(where + (r.updated ? "; after the update (lower the learning rate?)"
+                                                  : "; training stopped before the update"));
+      }
+      if (st.skipped++ == 0) st.first_skipped = where;
+      continue;
     }
     const index_t n = x.dim(0);
-    loss_sum += double(l) * double(n);
+    loss_sum += double(r.loss) * double(n);
     correct += loss.correct();
     st.images += n;
-    progress.update(b + 1, loss_sum / double(st.images), double(correct) / double(st.images), st.images);
+    progress.update(b + 1, loss_sum / double(std::max<index_t>(st.images, 1)),
+                    double(correct) / double(std::max<index_t>(st.images, 1)), st.images);
   }
   progress.finish();
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  st.loss = loss_sum / double(st.images);
-  st.accuracy = double(correct) / double(st.images);
+  st.loss = st.images > 0 ? loss_sum / double(st.images) : std::numeric_limits<double>::quiet_NaN();
+  st.accuracy = st.images > 0 ? double(correct) / double(st.images) : 0.0;
   st.images_per_second = double(st.images) / st.seconds;
   return st;
 }
