@@ -9,7 +9,7 @@
 #include <set>
 #include <vector>
 
-#include "lamina/fpi/solve.hpp"
+#include "lamina/fpi/fpi.hpp"
 #include "support/golden.hpp"
 #include "support/gradcheck.hpp"
 
@@ -132,3 +132,91 @@ TEST_CASE("fpi solvers: Anderson and Broyden need far fewer iterations than Pica
   CHECK(r[Method::broyden].max_iterations() * 5 < r[Method::picard].max_iterations());
 }
 
+namespace {
+
+using Layer = FpiLayer<fpi::TanhCell<double>>;
+
+template <class T>
+void set_from(Tensor<T>& dst, const golden::Record& r) {
+  REQUIRE(dst.shape() == r.lshape());
+  dst.assign(r.as<T>().cview());
+}
+
+/// The golden layer: W_in, b_in, W from the file (W already spectrally scaled).
+template <class T>
+FpiLayer<fpi::TanhCell<T>> golden_layer(const golden::Case& g, fpi::Options o) {
+  Rng rng(1);
+  auto layer = make_tanh_fpi<T>(g.i("Din"), g.i("D"), rng, o);
+  set_from(layer.injection().weight(), g.t("W_in"));
+  Tensor<T>& b = layer.injection().bias();
+  REQUIRE(b.size() == index_t(g.t("b_in").v.size()));
+  for (index_t i = 0; i < b.size(); ++i) b[i] = T(g.t("b_in").v[std::size_t(i)]);
+  set_from(layer.cell().f().weight(), g.t("W"));
+  layer.cell().f().reset_estimate();
+  return layer;
+}
+
+std::vector<std::vector<double>> gradients(auto& m) {
+  std::vector<std::vector<double>> out;
+  visit_parameters(m, [&](const auto& p) {
+    if (p.trainable) out.emplace_back(p.grad.data(), p.grad.data() + p.grad.size());
+  });
+  return out;
+}
+void prefill(auto& m, std::uint64_t seed) {
+  Rng rng(seed);
+  visit_parameters(m, [&](const auto& p) {
+    if (p.trainable)
+      for (auto& v : p.grad.span()) v = decltype(+v)(rng.uniform(-1, 1));
+  });
+}
+
+}  // namespace
+
+TEST_CASE("fpi golden fpi_tanh: fixed point and exact implicit gradient, every solver, double and float",
+          "[fpi][golden]") {
+  const golden::Case g = golden::load("fpi_tanh");
+  const index_t N = g.i("N");
+  for (Method m : {Method::picard, Method::anderson, Method::broyden}) {
+    INFO("forward and adjoint solver " << fpi::name(m));
+    const fpi::SolverOptions fw{.method = m, .tol = 1e-14, .max_iter = 200};
+    auto layer = golden_layer<double>(g, {.forward = fw, .backward = {.solver = {.method = m, .tol = 1e-14, .max_iter = 200}}});
+    CHECK(layer.cell().f().sigma() <= g.p("spectral_norm") * (1 + 1e-12));
+    Tensor<double> x = g.t("x").as<double>(), y(layer.output_shape(x.shape()));
+    Layer::Cache c;
+    layer.forward(x.cview(), y.view(), c);
+    CHECK(layer.cell().f().scale() == 1.0);  // σ = 0.5 < κ = 0.9: W is used as given
+    golden::check_close<double>("u", c.u.cview(), g.t("u"), 1e-12);
+    golden::check_close<double>("z", y.cview(), g.t("z"), 1e-12);
+    REQUIRE(c.report.size() == N);
+    CHECK(c.report.all_converged());
+
+    prefill(layer, 3);
+    const auto before = gradients(layer);
+    Tensor<double> dx = gradcheck::random_tensor(x.shape(), 4);
+    const Tensor<double> dx0 = Tensor<double>::copy_of(dx.cview());
+    const Tensor<double> dy = g.t("g").as<double>();
+    layer.backward(c, dy.cview(), dx.view());
+    CHECK(layer.last_backward_report().all_converged());
+    const auto after = gradients(layer);  // inject.weight, inject.bias, cell.f.weight
+    REQUIRE(after.size() == 3);
+    auto added = [&](std::size_t k, const Shape& s) {
+      Tensor<double> t(s);
+      for (index_t i = 0; i < t.size(); ++i) t[i] = after[k][std::size_t(i)] - before[k][std::size_t(i)];
+      return t;
+    };
+    golden::check_close<double>("dW_in", added(0, g.t("dW_in").lshape()).cview(), g.t("dW_in"), 1e-10);
+    golden::check_close<double>("db_in", added(1, g.t("db_in").lshape()).cview(), g.t("db_in"), 1e-10);
+    golden::check_close<double>("dW", added(2, g.t("dW").lshape()).cview(), g.t("dW"), 1e-10);
+    golden::check_added<double>("dx", dx.cview(), dx0, g.t("dx"), 1e-10);
+  }
+  // float: the default solver at float-sized tolerances.
+  auto lf = golden_layer<float>(g, {.forward = {.tol = 1e-6f}, .backward = {.solver = {.tol = 1e-6f}}});
+  Tensor<float> xf = g.t("x").as<float>(), yf(lf.output_shape(xf.shape())), dxf(xf.shape());
+  FpiLayer<fpi::TanhCell<float>>::Cache cf;
+  lf.forward(xf.cview(), yf.view(), cf);
+  golden::check_close<float>("z (float)", yf.cview(), g.t("z"), 5e-6);
+  const Tensor<float> dyf = g.t("g").as<float>();
+  lf.backward(cf, dyf.cview(), dxf.view());
+  golden::check_close<float>("dx (float)", dxf.cview(), g.t("dx"), 5e-5);
+}
