@@ -220,3 +220,205 @@ TEST_CASE("fpi golden fpi_tanh: fixed point and exact implicit gradient, every s
   lf.backward(cf, dyf.cview(), dxf.view());
   golden::check_close<float>("dx (float)", dxf.cview(), g.t("dx"), 5e-5);
 }
+
+namespace {
+
+/// A tanh FPI layer whose raw W has spectral norm `sigma` (so with sigma > κ the normalisation acts).
+Layer contraction_layer(index_t Din, index_t D, double sigma, fpi::Options o, std::uint64_t seed = 21) {
+  Rng rng(seed);
+  Layer layer = make_tanh_fpi<double>(Din, D, rng, o);
+  Tensor<double>& W = layer.cell().f().weight();
+  const Eigen::Map<RowMatrix<double>> Wm(W.data(), D, D);
+  const double s = Eigen::JacobiSVD<Eigen::MatrixXd>(Wm).singularValues()(0);
+  for (index_t i = 0; i < W.size(); ++i) W[i] *= sigma / s;
+  layer.cell().f().reset_estimate();
+  return layer;
+}
+
+struct Grads {
+  std::vector<std::vector<double>> params;
+  Tensor<double> dx;
+};
+/// Gradients of L = <y, dy> from zero buffers.
+Grads layer_grads(Layer& layer, const Tensor<double>& x, const Tensor<double>& dy, Grad g = {}) {
+  Layer::Cache c;
+  Tensor<double> y(dy.shape());
+  layer.forward(x.cview(), y.view(), c);
+  zero_grad(layer);
+  Grads out{{}, Tensor<double>(x.shape())};
+  layer.backward(c, dy.cview(), out.dx.view(), g);
+  out.params = gradients(layer);
+  return out;
+}
+double max_diff(const Grads& a, const Grads& b) {
+  double d = 0;
+  for (index_t i = 0; i < a.dx.size(); ++i) d = std::max(d, std::abs(a.dx[i] - b.dx[i]));
+  for (std::size_t k = 0; k < a.params.size(); ++k)
+    for (std::size_t i = 0; i < a.params[k].size(); ++i) d = std::max(d, std::abs(a.params[k][i] - b.params[k][i]));
+  return d;
+}
+double max_abs(const Grads& a) {
+  Grads zero{a.params, Tensor<double>(a.dx.shape())};
+  for (auto& p : zero.params) std::fill(p.begin(), p.end(), 0.0);
+  return max_diff(a, zero);
+}
+fpi::Options with_mode(fpi::BackwardMode mode, Method m = Method::picard, double tol = 1e-10) {
+  return {.forward = {.method = m, .tol = tol, .max_iter = 400},
+          .backward = {.mode = mode, .solver = {.method = m, .tol = tol, .max_iter = 400}}};
+}
+
+}  // namespace
+
+TEST_CASE("fpi backward: the implicit gradient matches the unrolled one to 1e-5 on a contraction", "[fpi][backward]") {
+  const auto x = gradcheck::random_tensor({4, 5}, 31), dy = gradcheck::random_tensor({4, 6}, 32);
+  for (double sigma : {0.6, 1.5}) {  // 1.5: through the spectral normalisation (‖Ŵ‖ = κ = 0.9)
+    INFO("spectral norm of raw W " << sigma);
+    Layer unrolled = contraction_layer(5, 6, sigma, with_mode(fpi::BackwardMode::unrolled, Method::picard, 1e-8));
+    const Grads ref = layer_grads(unrolled, x, dy);
+    for (Method m : {Method::picard, Method::anderson, Method::broyden}) {
+      INFO("implicit with solver " << fpi::name(m));
+      Layer implicit = contraction_layer(5, 6, sigma, with_mode(fpi::BackwardMode::implicit, m, 1e-8));
+      const Grads got = layer_grads(implicit, x, dy);
+      CHECK(implicit.last_backward_report().all_converged());
+      CHECK(max_abs(ref) > 0.1);
+      CHECK(max_diff(got, ref) < 1e-5 * std::max(1.0, max_abs(ref)));
+    }
+  }
+}
+
+TEST_CASE("fpi backward: phantom, one-step and input-only products", "[fpi][backward]") {
+  const auto x = gradcheck::random_tensor({3, 4}, 41), dy = gradcheck::random_tensor({3, 5}, 42);
+  auto make = [](fpi::BackwardMode mode, index_t k = 5, double tau = 1.0) {
+    fpi::Options o = with_mode(mode, Method::anderson, 1e-12);
+    o.backward.k = k, o.backward.tau = tau;
+    return contraction_layer(4, 5, 1.2, o, 43);
+  };
+  Layer implicit = make(fpi::BackwardMode::implicit), one = make(fpi::BackwardMode::one_step);
+  const Grads gi = layer_grads(implicit, x, dy), g1 = layer_grads(one, x, dy);
+
+  // One-step: the cell's backward at z* with w = g, by hand.
+  {
+    Layer::Cache c;
+    Tensor<double> y(dy.shape()), fz(dy.shape()), du(dy.shape()), dx(x.shape());
+    one.forward(x.cview(), y.view(), c);
+    zero_grad(one);
+    fpi::TanhCell<double>::Cache cc;
+    one.cell().forward(c.z.cview(), c.u.cview(), fz.view(), cc);
+    one.cell().backward(cc, dy.cview(), View<double>{}, du.view(), {.input = false});
+    one.injection().backward(c.in, du.cview(), dx.view());
+    const Grads manual{gradients(one), Tensor<double>::copy_of(dx.cview())};
+    CHECK(max_diff(g1, manual) < 1e-14);
+  }
+  // Phantom with k = 1, τ = 1 is the one-step gradient; with many steps it tends to the implicit one.
+  Layer p1 = make(fpi::BackwardMode::phantom, 1, 1.0);
+  CHECK(max_diff(layer_grads(p1, x, dy), g1) < 1e-14);
+  Layer p5 = make(fpi::BackwardMode::phantom, 5, 0.8), p80 = make(fpi::BackwardMode::phantom, 80, 0.8);
+  const double e5 = max_diff(layer_grads(p5, x, dy), gi), e80 = max_diff(layer_grads(p80, x, dy), gi);
+  INFO("phantom error k = 5: " << e5 << ", k = 80: " << e80 << ", one-step: " << max_diff(g1, gi));
+  CHECK(e80 < 1e-9);
+  CHECK(e5 > 1e3 * e80);
+  CHECK(max_diff(g1, gi) > 1e-3);  // one-step is an approximation, not the exact gradient
+
+  // {.params = false}: the parameter gradients stay bit for bit, dx equals the full backward's.
+  for (Layer* l : {&implicit, &one, &p5}) {
+    Layer::Cache c;
+    Tensor<double> y(dy.shape());
+    l->forward(x.cview(), y.view(), c);
+    prefill(*l, 44);
+    const auto before = gradients(*l);
+    Tensor<double> dx_only = gradcheck::random_tensor(x.shape(), 45), dx_full = Tensor<double>::copy_of(dx_only.cview());
+    l->backward(c, dy.cview(), dx_only.view(), {.params = false});
+    CHECK(gradients(*l) == before);
+    l->backward(c, dy.cview(), dx_full.view());
+    CHECK(gradients(*l) != before);
+    for (index_t i = 0; i < dx_only.size(); ++i) CHECK(dx_only[i] == Approx(dx_full[i]).margin(1e-15));
+  }
+}
+
+namespace {
+// z ↦ f(z, u) as a one-input Module of [z | u] (columns), so the gradient check covers dz, du and θ.
+template <class C>
+class PairOf {
+ public:
+  using value_type = double;
+  using T = double;
+  struct Cache {
+    typename C::Cache cell;
+    Tensor<T> z, u;
+  };
+  PairOf(C c, index_t D) : cell_(std::move(c)), D_(D) {}
+  Shape output_shape(const Shape& s) const { return Shape{s[0], D_}; }
+  void forward(ConstView<T> x, View<T> y, Cache& c, Pass p = {}) {
+    split(x, c.z, c.u);
+    cell_.forward(c.z.cview(), c.u.cview(), y, c.cell, p);
+  }
+  void infer(ConstView<T> x, View<T> y) {
+    Cache c;
+    forward(x, y, c);
+  }
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
+    Tensor<T> dz(c.z.shape()), du(c.u.shape());
+    cell_.backward(c.cell, dy, dz.view(), du.view(), g);
+    for (index_t i = 0; i < dz.dim(0); ++i)
+      for (index_t d = 0; d < D_; ++d) dx(i, d) += dz[i * D_ + d], dx(i, D_ + d) += du[i * D_ + d];
+  }
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx) { backward(cache_, dy, dx); }
+  template <class F>
+  void visit(F&& f, const std::string& prefix) {
+    cell_.visit(f, prefix);
+  }
+  C cell_;
+
+ private:
+  void split(ConstView<T> x, Tensor<T>& z, Tensor<T>& u) const {
+    const index_t N = x.dim(0);
+    z.resize(Shape{N, D_}), u.resize(Shape{N, D_});
+    for (index_t i = 0; i < N; ++i)
+      for (index_t d = 0; d < D_; ++d) z[i * D_ + d] = x(i, d), u[i * D_ + d] = x(i, D_ + d);
+  }
+  index_t D_;
+  Cache cache_;
+};
+}  // namespace
+
+TEST_CASE("fpi gradient checks: spectral linear map, the tanh and ReLU cells, the layer in exact modes",
+          "[fpi][gradcheck]") {
+  Rng rng(51);
+  // SpectralLinear with σ > κ (the normalisation's own gradient term acts); evaluation mode keeps u, v fixed.
+  SpectralLinear<double> lin(5, 4, rng);
+  for (double& w : lin.weight().span()) w *= 4;
+  lin.reset_estimate();
+  REQUIRE(lin.scale() > 1.5);
+  lin.set_training(false);
+  auto x = gradcheck::random_tensor({3, 5}, 52);
+  gradcheck::check(lin, x);
+
+  auto tanh_cell = fpi::make_tanh_cell<double>(4, rng);
+  for (double& w : tanh_cell.f().weight().span()) w *= 4;
+  tanh_cell.f().reset_estimate();
+  REQUIRE(tanh_cell.f().scale() > 1.5);
+  set_training(tanh_cell, false);
+  PairOf tp(std::move(tanh_cell), 4);
+  auto zu = gradcheck::random_tensor({3, 8}, 53);
+  gradcheck::check(tp, zu);
+  PairOf rp(fpi::make_relu_cell<double>(4, rng), 4);
+  set_training(rp.cell_, false);
+  gradcheck::check(rp, zu);
+
+  // The layer: implicit (solved to 1e-13) and unrolled (a fixed 40 steps: tol never met, so
+  // the map is smooth) with the spectral normalisation acting.
+  const auto xl = gradcheck::random_tensor({3, 4}, 54);
+  Layer implicit = contraction_layer(4, 5, 2.0, with_mode(fpi::BackwardMode::implicit, Method::anderson, 1e-13));
+  REQUIRE(implicit.cell().f().scale() > 2.0);
+  set_training(implicit, false);
+  auto xi = Tensor<double>::copy_of(xl.cview());
+  gradcheck::check(implicit, xi);
+  fpi::Options fixed = with_mode(fpi::BackwardMode::unrolled, Method::picard);
+  fixed.forward.tol = 1e-300, fixed.forward.max_iter = 40, fixed.forward.tau = 0.9;
+  Layer unrolled = contraction_layer(4, 5, 2.0, fixed);
+  set_training(unrolled, false);
+  auto xu = Tensor<double>::copy_of(xl.cview());
+  gradcheck::check(unrolled, xu);
+  CHECK(unrolled.cache().report.failed() == 3);  // reported, not hidden
+}
