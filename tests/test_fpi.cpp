@@ -422,3 +422,170 @@ TEST_CASE("fpi gradient checks: spectral linear map, the tanh and ReLU cells, th
   gradcheck::check(unrolled, xu);
   CHECK(unrolled.cache().report.failed() == 3);  // reported, not hidden
 }
+
+TEST_CASE("fpi batch: samples that converge at different iterations give what each gives alone", "[fpi][batch]") {
+  // Row scales from 0.01 to 3: small injections converge in few iterations, large ones take more.
+  const index_t N = 6, Din = 4, D = 5;
+  auto x = gradcheck::random_tensor({N, Din}, 61);
+  const double scale[N] = {0.01, 3.0, 0.3, 1.0, 0.05, 2.0};
+  for (index_t i = 0; i < N; ++i)
+    for (index_t d = 0; d < Din; ++d) x[i * Din + d] *= scale[i];
+  const auto dy = gradcheck::random_tensor({N, D}, 62);
+  for (Method m : {Method::picard, Method::anderson, Method::broyden}) {
+    for (auto mode : {fpi::BackwardMode::implicit, fpi::BackwardMode::phantom, fpi::BackwardMode::unrolled}) {
+      if (mode == fpi::BackwardMode::unrolled && m != Method::picard) continue;
+      INFO("solver " << fpi::name(m) << ", backward mode " << int(mode));
+      fpi::Options o{.forward = {.method = m, .tol = 1e-6}, .backward = {.mode = mode, .solver = {.method = m}}};
+      Layer layer = contraction_layer(Din, D, 1.3, o, 63);
+      set_training(layer, false);
+      Layer::Cache c;
+      Tensor<double> y(Shape{N, D});
+      layer.forward(x.cview(), y.view(), c);
+      std::set<index_t> its;
+      for (const auto& s : c.report.samples) its.insert(s.iterations);
+      CHECK(its.size() >= 2);
+      const Grads batch = layer_grads(layer, x, dy);
+      Grads sum{batch.params, Tensor<double>(x.shape())};
+      for (auto& p : sum.params) std::fill(p.begin(), p.end(), 0.0);
+      for (index_t i = 0; i < N; ++i) {
+        const auto xi = Tensor<double>::copy_of(x.cview().slice(i, 1)), dyi = Tensor<double>::copy_of(dy.cview().slice(i, 1));
+        Layer::Cache ci;
+        Tensor<double> yi(Shape{1, D});
+        layer.forward(xi.cview(), yi.view(), ci);
+        CHECK(ci.report.samples[0].iterations == c.report.samples[std::size_t(i)].iterations);
+        CHECK(ci.report.samples[0].converged == c.report.samples[std::size_t(i)].converged);
+        for (index_t d = 0; d < D; ++d) CHECK(yi[d] == Approx(y[i * D + d]).margin(1e-13));
+        const Grads gi = layer_grads(layer, xi, dyi);
+        for (index_t d = 0; d < Din; ++d) sum.dx[i * Din + d] = gi.dx[d];
+        for (std::size_t k = 0; k < sum.params.size(); ++k)
+          for (std::size_t j = 0; j < sum.params[k].size(); ++j) sum.params[k][j] += gi.params[k][j];
+      }
+      CHECK(max_diff(batch, sum) < 1e-12);
+    }
+  }
+}
+
+TEST_CASE("fpi cost: converged samples stop costing work, forward and adjoint", "[fpi][batch]") {
+  const index_t N = 8, D = 6;
+  auto x = gradcheck::random_tensor({N, 3}, 71);
+  for (index_t i = 0; i < N; ++i)
+    for (index_t d = 0; d < 3; ++d) x[i * 3 + d] *= i < 6 ? 8.0 : 0.01;  // six saturated (fast) samples, two slow ones
+  Layer layer = contraction_layer(3, D, 0.95, with_mode(fpi::BackwardMode::implicit, Method::picard, 1e-8), 72);
+  Layer::Cache c;
+  Tensor<double> y(Shape{N, D}), dx(x.shape());
+  layer.forward(x.cview(), y.view(), c);
+  index_t total = 0;
+  for (const auto& s : c.report.samples) total += s.iterations;
+  CHECK(c.report.evaluations == total);
+  INFO("iterations: fast " << c.report.samples[0].iterations << ", slow " << c.report.samples[7].iterations);
+  CHECK(c.report.samples[0].iterations + 5 < c.report.samples[7].iterations);
+  CHECK(c.report.evaluations < N * c.report.max_iterations());
+  const auto dy = gradcheck::random_tensor({N, D}, 73);
+  layer.backward(c, dy.cview(), dx.view());
+  const auto& adj = layer.last_backward_report();
+  CHECK(adj.all_converged());
+  // Products run on at most twice the active rows, plus re-applications of at most one batch.
+  CHECK(layer.last_adjoint().product_rows() <= 2 * adj.evaluations);
+  CHECK(layer.last_adjoint().product_rows() < N * adj.max_iterations());
+  CHECK(layer.last_adjoint().reapplied_rows() <= N);
+}
+
+TEST_CASE("fpi spectral normalisation: the power iteration kept across steps finds σ, Ŵ has norm κ", "[fpi][spectral]") {
+  Rng rng(81);
+  SpectralLinear<double> lin(6, 6, rng, {.kappa = 0.9, .init_iterations = 1});
+  for (double& w : lin.weight().span()) w *= 5;
+  const Eigen::Map<const RowMatrix<double>> W(lin.weight().data(), 6, 6);
+  const double sigma = Eigen::JacobiSVD<Eigen::MatrixXd>(W).singularValues()(0);
+  auto norm_eff = [&] {
+    const Eigen::Map<const RowMatrix<double>> E(lin.effective_weight().data(), 6, 6);
+    return Eigen::JacobiSVD<Eigen::MatrixXd>(E).singularValues()(0);
+  };
+  lin.begin_step(true);
+  lin.end_step();
+  const double first = std::abs(lin.sigma() - sigma);
+  for (int step = 0; step < 200; ++step) lin.begin_step(true), lin.end_step();
+  CHECK(std::abs(lin.sigma() - sigma) < 1e-9 * sigma);
+  CHECK(std::abs(lin.sigma() - sigma) < first);
+  CHECK(norm_eff() == Approx(0.9).epsilon(1e-9));
+  // Evaluation mode: no update; recomputing a forward does not update either.
+  const std::vector<double> u0(lin.effective_weight().data(), lin.effective_weight().data() + 36);
+  lin.set_training(false);
+  lin.begin_step(true), lin.end_step();
+  CHECK(std::vector<double>(lin.effective_weight().data(), lin.effective_weight().data() + 36) == u0);
+  // Off, or a small W: Ŵ = W.
+  SpectralLinear<double> off(4, 4, rng, {.enabled = false});
+  for (double& w : off.weight().span()) w *= 10;
+  off.begin_step(true), off.end_step();
+  CHECK(off.scale() == 1.0);
+  for (index_t i = 0; i < 16; ++i) CHECK(off.effective_weight()[i] == off.weight()[i]);
+  // In the layer, a training forward runs one power iteration; infer and recomputation run none.
+  Layer layer = contraction_layer(3, 4, 3.0, {}, 82);
+  auto u_of = [&] {
+    std::vector<double> u;
+    visit_parameters(layer, [&](const ParamRef<double>& p) {
+      if (p.name == "cell.f.spectral_u") u.assign(p.value.data(), p.value.data() + p.value.size());
+    });
+    REQUIRE(u.size() == 4);
+    return u;
+  };
+  auto x = gradcheck::random_tensor({2, 3}, 83);
+  Tensor<double> y(Shape{2, 4}), yi(Shape{2, 4});
+  for (double& w : layer.cell().f().weight().span()) w *= 1.01;  // the kept u is no longer exact
+  Layer::Cache c;
+  const auto a = u_of();
+  layer.infer(x.cview(), yi.view());
+  CHECK(u_of() == a);
+  layer.forward(x.cview(), y.view(), c);
+  const auto b = u_of();
+  CHECK(b != a);
+  layer.forward(x.cview(), y.view(), c, {.recompute = true});
+  CHECK(u_of() == b);
+  layer.infer(x.cview(), yi.view());
+  for (index_t i = 0; i < y.size(); ++i) CHECK(yi[i] == Approx(y[i]).margin(1e-12));
+  CHECK(layer.last_report().all_converged());
+}
+
+TEST_CASE("fpi errors: bad hyper-parameters and shapes name the module, the argument, expected and actual",
+          "[fpi][errors]") {
+  Rng rng(91);
+  auto make = [&](fpi::Options o) { return make_tanh_fpi<double>(3, 4, rng, o); };
+  CHECK_THROWS_WITH(make({.forward = {.m = 0}}), "lamina::FpiLayer: forward.m: expected >= 1, got 0");
+  CHECK_THROWS_WITH(make({.forward = {.tol = 0}}), "lamina::FpiLayer: forward.tol: expected > 0, got 0");
+  CHECK_THROWS_WITH(make({.forward = {.tol = -1e-3}}), "lamina::FpiLayer: forward.tol: expected > 0, got -0.001");
+  CHECK_THROWS_WITH(make({.forward = {.max_iter = 0}}), "lamina::FpiLayer: forward.max_iter: expected >= 1, got 0");
+  CHECK_THROWS_WITH(make({.forward = {.tau = 1.5}}), "lamina::FpiLayer: forward.tau: expected in (0, 1], got 1.5");
+  CHECK_THROWS_WITH(make({.forward = {.beta = 0}}), "lamina::FpiLayer: forward.beta: expected in (0, 1], got 0");
+  CHECK_THROWS_WITH(make({.forward = {.lambda = -1}}), "lamina::FpiLayer: forward.lambda: expected >= 0, got -1");
+  CHECK_THROWS_WITH(make({.backward = {.solver = {.tol = 0}}}),
+                    "lamina::FpiLayer: backward.solver.tol: expected > 0, got 0");
+  CHECK_THROWS_WITH(make({.backward = {.k = 0}}), "lamina::FpiLayer: backward.k: expected >= 1, got 0");
+  CHECK_THROWS_WITH(make({.backward = {.mode = fpi::BackwardMode::unrolled}}),
+                    Catch::Contains("FpiLayer: forward.method with backward.mode unrolled: expected picard") &&
+                        Catch::Contains("got anderson"));
+  CHECK_THROWS_AS(make({.forward = {.m = 0}}), value_error);
+  CHECK_THROWS_WITH(make_tanh_fpi<double>(3, 4, rng, {}, {.kappa = 0}), "lamina::SpectralLinear: kappa: expected > 0, got 0");
+  CHECK_THROWS_WITH(make_tanh_fpi<double>(3, 4, rng, {}, {.kappa = -0.5}),
+                    "lamina::SpectralLinear: kappa: expected > 0, got -0.5");
+  auto layer = make({});
+  CHECK_THROWS_WITH(layer.set_options({.forward = {.max_iter = -2}}),
+                    "lamina::FpiLayer: forward.max_iter: expected >= 1, got -2");
+  fpi::Solver<double> s;
+  fpi::SolveReport r;
+  Tensor<double> z(Shape{2, 3});
+  auto id = [](ConstView<double> a, std::span<const index_t>, View<double> b) { std::copy(a.data(), a.data() + a.size(), b.data()); };
+  CHECK_THROWS_WITH(s.solve(id, z.view(), {.m = 0}, r), "lamina::fpi::Solver: solver.m: expected >= 1, got 0");
+  // Shapes and order of calls.
+  Tensor<double> x(Shape{2, 5}), y(Shape{2, 4});
+  CHECK_THROWS_AS(layer.forward(x.cview(), y.view()), shape_error);
+  Layer::Cache fresh;
+  Tensor<double> dy(Shape{2, 4}), dx(Shape{2, 3});
+  CHECK_THROWS_WITH(layer.backward(fresh, dy.cview(), dx.view()),
+                    Catch::Contains("FpiLayer: backward(): expected a preceding forward()"));
+  // A forward that throws (non-convergence when asked to throw) leaves the cache unusable.
+  auto strict = make({.forward = {.tol = 1e-300, .max_iter = 3, .throw_on_failure = true}});
+  Tensor<double> x3 = gradcheck::random_tensor({2, 3}, 92);
+  Layer::Cache c;
+  CHECK_THROWS_AS(strict.forward(x3.cview(), y.view(), c), fpi::convergence_error);
+  CHECK_THROWS_WITH(strict.forward(x3.cview(), y.view(), c), Catch::Contains("lamina::FpiLayer: solve: expected relative residual"));
+  CHECK_THROWS_WITH(strict.backward(c, dy.cview(), dx.view()), Catch::Contains("expected a preceding forward()"));
+}
