@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lamina/fpi/fpi.hpp"
+#include "lamina/modules/conv2d.hpp"
 #include "support/golden.hpp"
 #include "support/gradcheck.hpp"
 
@@ -588,4 +589,29 @@ TEST_CASE("fpi errors: bad hyper-parameters and shapes name the module, the argu
   CHECK_THROWS_AS(strict.forward(x3.cview(), y.view(), c), fpi::convergence_error);
   CHECK_THROWS_WITH(strict.forward(x3.cview(), y.view(), c), Catch::Contains("lamina::FpiLayer: solve: expected relative residual"));
   CHECK_THROWS_WITH(strict.backward(c, dy.cview(), dx.view()), Catch::Contains("expected a preceding forward()"));
+}
+
+TEST_CASE("fpi any cell: a convolutional cell tanh(conv(z) + u) on image states, injected by a convolution",
+          "[fpi][gradcheck]") {
+  using ConvCell = Injected<Conv2d<double>, Tanh<double>>;
+  static_assert(Cell<ConvCell>);
+  Rng rng(101);
+  Conv2d<double> inject({.in_channels = 2, .out_channels = 3, .padding = 1, .bias = true}, rng);
+  Conv2d<double> conv({.in_channels = 3, .out_channels = 3, .padding = 1}, rng);
+  visit_parameters(conv, [](const ParamRef<double>& p) {
+    for (double& w : p.value.span()) w *= 0.5;  // a contraction: ‖conv‖ < 1
+  });
+  for (auto mode : {fpi::BackwardMode::implicit, fpi::BackwardMode::unrolled}) {
+    INFO("backward mode " << int(mode));
+    fpi::Options o = with_mode(mode, mode == fpi::BackwardMode::unrolled ? Method::picard : Method::anderson, 1e-13);
+    if (mode == fpi::BackwardMode::unrolled) o.forward.tol = 1e-300, o.forward.max_iter = 25;
+    FpiLayer<ConvCell, Conv2d<double>> layer(inject, ConvCell(conv, Tanh<double>{}), o);
+    auto x = gradcheck::random_tensor({2, 2, 4, 4}, 102);
+    REQUIRE(layer.output_shape(x.shape()) == Shape{2, 3, 4, 4});
+    gradcheck::check(layer, x);
+    if (mode == fpi::BackwardMode::implicit) {
+      CHECK(layer.cache().report.all_converged());
+      CHECK(layer.cache().report.max_iterations() < 60);
+    }
+  }
 }
