@@ -171,6 +171,8 @@ TEST_CASE("fpi solvers: the batched steppers reproduce the plain single-sample r
 namespace {
 
 using Layer = FpiLayer<fpi::TanhCell<double>>;
+static_assert(check_module<Layer>() && Module<FpiLayer<fpi::ReluCell<float>>>);
+static_assert(Cell<fpi::TanhCell<double>> && Module<SpectralLinear<float>>);
 
 template <class T>
 void set_from(Tensor<T>& dst, const golden::Record& r) {
