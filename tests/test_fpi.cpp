@@ -357,6 +357,19 @@ TEST_CASE("fpi backward: phantom, one-step and input-only products", "[fpi][back
   CHECK(e5 > 1e3 * e80);
   CHECK(max_diff(g1, gi) > 1e-3);  // one-step is an approximation, not the exact gradient
 
+  // An application is differentiated with the options it ran with, whatever they are now.
+  {
+    Layer p3 = make(fpi::BackwardMode::phantom, 3, 0.8);
+    const Grads want = layer_grads(p3, x, dy);
+    Layer::Cache c;
+    Tensor<double> y(dy.shape()), dx(x.shape());
+    p3.forward(x.cview(), y.view(), c);
+    p3.set_options(with_mode(fpi::BackwardMode::implicit));
+    zero_grad(p3);
+    p3.backward(c, dy.cview(), dx.view());
+    CHECK(max_diff(Grads{gradients(p3), Tensor<double>::copy_of(dx.cview())}, want) == 0.0);
+  }
+
   // {.params = false}: the parameter gradients stay bit for bit, dx equals the full backward's.
   for (Layer* l : {&implicit, &one, &p5}) {
     Layer::Cache c;

@@ -44,7 +44,7 @@ class FpiLayer {
     std::vector<typename C::Cache> steps;   ///< phantom: the cell applied at z_1 … z_{k−1}
     fpi::Tape<C> tape;                      ///< unrolled: every evaluation of the solve
     fpi::SolveReport report;                ///< the forward solve, per sample
-    fpi::BackwardMode mode = fpi::BackwardMode::implicit;
+    fpi::Options options;                   ///< the options this application ran with
     bool done = false;
   };
 
@@ -78,8 +78,8 @@ class FpiLayer {
     fpi::StepGuard guard(cell_, !p.recompute);
     c.z.resize(s);
     c.z.zero();
-    c.mode = o_.backward.mode;
-    if (c.mode == fpi::BackwardMode::unrolled) {
+    c.options = o_;
+    if (o_.backward.mode == fpi::BackwardMode::unrolled) {
       c.tape.clear(o_.forward.max_iter);
       solver_.solve(fpi::RecordingMap<C>{cell_, c.u.cview(), c.tape}, c.z.view(), o_.forward, c.report, "FpiLayer");
     } else {
@@ -107,12 +107,12 @@ class FpiLayer {
     fpi::StepGuard guard(cell_, false);
     du_.resize(c.z.shape());
     du_.zero();
-    switch (c.mode) {
+    switch (c.options.backward.mode) {
       case fpi::BackwardMode::implicit: implicit(c, dy, g.params); break;
       case fpi::BackwardMode::phantom: phantom(c, dy, g.params); break;
       case fpi::BackwardMode::one_step: close(c, dy, g.params); break;
       case fpi::BackwardMode::unrolled:
-        unrolled_.run(cell_, c.tape, c.report, o_.forward.tau, dy, du_.view(), g.params);
+        unrolled_.run(cell_, c.tape, c.report, c.options.forward.tau, dy, du_.view(), g.params);
         break;
     }
     inject_.backward(c.in, du_.cview(), dx, g);
@@ -146,9 +146,9 @@ class FpiLayer {
   void apply_at_star(Cache& c, Pass p) {
     c.fz.resize(c.z.shape());
     cell_.forward(c.z.cview(), c.u.cview(), c.fz.view(), c.star, p);
-    if (c.mode != fpi::BackwardMode::phantom) return;
-    const index_t k = o_.backward.k;
-    const T tau = T(o_.backward.tau);
+    if (c.options.backward.mode != fpi::BackwardMode::phantom) return;
+    const index_t k = c.options.backward.k;
+    const T tau = T(c.options.backward.tau);
     c.states.resize(std::size_t(k - 1));
     c.steps.resize(std::size_t(k - 1));
     const Tensor<T>* prev = &c.z;
@@ -168,13 +168,13 @@ class FpiLayer {
     w_.resize(dy.shape());
     std::copy(dy.data(), dy.data() + dy.size(), w_.data());  // w₀ = g
     adjoint_.bind(cell_, c.star, c.z.cview(), c.u.cview(), dy);
-    adjoint_solver_.solve(adjoint_, w_.view(), o_.backward.solver, backward_report_, "FpiLayer backward");
+    adjoint_solver_.solve(adjoint_, w_.view(), c.options.backward.solver, backward_report_, "FpiLayer backward");
     close(c, w_.cview(), params);
   }
   /// a ← (1−τ) a + τ J_tᵀ a through steps k … 1; du, θ get τ ∂f/∂(u, θ)ᵀ a.
   void phantom(const Cache& c, ConstView<T> dy, bool params) {
-    const index_t k = o_.backward.k;
-    const T tau = T(o_.backward.tau);
+    const index_t k = c.options.backward.k;
+    const T tau = T(c.options.backward.tau);
     a_.resize(dy.shape()), seed_.resize(dy.shape()), da_.resize(dy.shape());
     std::copy(dy.data(), dy.data() + dy.size(), a_.data());
     for (index_t t = k; t >= 1; --t) {
