@@ -11,6 +11,7 @@
 
 #include "lamina/fpi/fpi.hpp"
 #include "lamina/fpi/reference.hpp"
+#include "lamina/core/sequential.hpp"
 #include "lamina/modules/conv2d.hpp"
 #include "support/golden.hpp"
 #include "support/gradcheck.hpp"
@@ -664,4 +665,27 @@ TEST_CASE("fpi any cell: a convolutional cell tanh(conv(z) + u) on image states,
       CHECK(layer.cache().report.max_iterations() < 60);
     }
   }
+}
+
+TEST_CASE("fpi any module: a one-input module M becomes the cell M(z) + u through Injected<M, Identity>",
+          "[fpi][gradcheck]") {
+  using Mlp = Sequential<Linear<double>, Tanh<double>, Linear<double>>;
+  using MlpCell = Injected<Mlp, Identity<double>>;
+  static_assert(Cell<MlpCell>);
+  Rng rng(111);
+  Mlp mlp(Linear<double>(4, 7, rng), Tanh<double>{}, Linear<double>(7, 4, rng));
+  visit_parameters(mlp, [](const ParamRef<double>& p) {
+    for (double& w : p.value.span()) w *= 0.6;  // Lipschitz constant below 1
+  });
+  FpiLayer<MlpCell> layer(Linear<double>(3, 4, rng), MlpCell(mlp, Identity<double>{}),
+                          with_mode(fpi::BackwardMode::implicit, Method::broyden, 1e-13));
+  auto x = gradcheck::random_tensor({5, 3}, 112);
+  gradcheck::check(layer, x);
+  CHECK(layer.cache().report.all_converged());
+  // The returned state is the fixed point of z = mlp(z) + u.
+  Tensor<double> y(Shape{5, 4}), u(Shape{5, 4}), fz(Shape{5, 4});
+  layer.infer(x.cview(), y.view());
+  layer.injection().infer(x.cview(), u.view());
+  layer.cell().infer(y.cview(), u.cview(), fz.view());
+  for (index_t i = 0; i < y.size(); ++i) CHECK(fz[i] == Approx(y[i]).margin(1e-11));
 }
