@@ -15,6 +15,7 @@
 #include "lamina/core/tensor.hpp"
 #include "lamina/data/dataset.hpp"
 #include "lamina/data/idx.hpp"
+#include "lamina/fpi/fpi.hpp"
 #include "lamina/io/atomic_file.hpp"
 #include "lamina/io/checkpoint.hpp"
 #include "lamina/models/laurel_resnet.hpp"

@@ -1,0 +1,114 @@
+#pragma once
+// One interface for the forward and adjoint solvers (spec/fpi_dynalay.md §2).
+//
+//   Solver<T> s;
+//   s.solve(f, z, options, report);
+//
+// f is a row map: f(z_rows, rows, out) evaluates the map for the listed samples,
+// out[i] = f_{rows[i]}(z_rows[i]), with z_rows and out contiguous [rows.size(), ...].
+// z holds the initial iterate of every sample (its leading extent) and receives,
+// per sample, the iterate of lowest relative residual ‖f(z) − z‖ / (‖f(z)‖ + 1e-9).
+// A sample stops as soon as that residual is below tol (or is not finite, or
+// max_iter evaluations are spent): converged samples are no longer passed to f.
+// The report gives per sample the evaluations spent, the returned residual and
+// the converged flag; non-convergence is reported, and thrown when asked.
+#include <cmath>
+#include <concepts>
+#include <span>
+#include <vector>
+
+#include "lamina/core/eigen.hpp"
+#include "lamina/core/rows.hpp"
+#include "lamina/fpi/anderson.hpp"
+#include "lamina/fpi/broyden.hpp"
+#include "lamina/fpi/options.hpp"
+#include "lamina/fpi/picard.hpp"
+#include "lamina/fpi/report.hpp"
+
+namespace lamina::fpi {
+
+template <class F, class T>
+concept RowMap = std::invocable<F&, ConstView<T>, std::span<const index_t>, View<T>>;
+
+/// ‖fx − x‖ / (‖fx‖ + 1e-9) of one sample (`w` values).
+template <class T>
+double relative_residual(const T* x, const T* fx, index_t w) noexcept {
+  const Eigen::Map<const ColVector<T>> a(x, w), b(fx, w);
+  return double((b - a).norm()) / (double(b.norm()) + 1e-9);
+}
+
+template <class T>
+class Solver {
+ public:
+  template <RowMap<T> F>
+  void solve(F&& f, View<T> z, const SolverOptions& o, SolveReport& report, std::string_view module = "fpi::Solver") {
+    validate(o, module, "solver");
+    require_contiguous(z, module, "z");
+    require<shape_error>(z.rank() >= 1 && z.dim(0) > 0, module, "z", "a non-empty batch", z.shape());
+    switch (o.method) {
+      case Method::picard: run(picard_, f, z, o, report); break;
+      case Method::anderson: run(anderson_, f, z, o, report); break;
+      case Method::broyden: run(broyden_, f, z, o, report); break;
+    }
+    enforce(report, o, module, "solve");
+  }
+
+ private:
+  template <class Stepper, class F>
+  void run(Stepper& st, F& f, View<T> z, const SolverOptions& o, SolveReport& r) {
+    const index_t N = z.dim(0), w = z.size() / N;
+    x_.resize(Shape{N, w});
+    std::copy(z.data(), z.data() + z.size(), x_.data());
+    st.reset(N, w, o);
+    r.samples.assign(std::size_t(N), SampleReport{});
+    r.evaluations = 0;
+    active_.resize(std::size_t(N));
+    for (index_t i = 0; i < N; ++i) active_[std::size_t(i)] = i;
+    for (index_t it = 1; it <= o.max_iter && !active_.empty(); ++it) {
+      evaluate(f, z.shape(), w);
+      r.evaluations += index_t(active_.size());
+      next_.clear();
+      for (std::size_t j = 0; j < active_.size(); ++j) advance(st, j, it, z, w, o, r);
+      active_.swap(next_);
+    }
+  }
+  /// fa_ = f(x_[active]) with xa_ = x_[active].
+  template <class F>
+  void evaluate(F& f, const Shape& batch, index_t w) {
+    const Shape s = with_rows(batch, index_t(active_.size()));
+    xa_.resize(s);
+    fa_.resize(s);
+    gather_rows(x_.cview(), active_, xa_.view().reshape(Shape{s[0], w}));
+    f(xa_.cview(), std::span<const index_t>(active_), fa_.view());
+  }
+  /// Residual bookkeeping of active_[j] and, unless it stops, its next iterate.
+  template <class Stepper>
+  void advance(Stepper& st, std::size_t j, index_t it, View<T> z, index_t w, const SolverOptions& o, SolveReport& r) {
+    const index_t i = active_[j];
+    const T* xj = xa_.data() + index_t(j) * w;
+    const T* fj = fa_.data() + index_t(j) * w;
+    const double res = relative_residual(xj, fj, w);
+    SampleReport& s = r.samples[std::size_t(i)];
+    s.iterations = it;
+    if (res < s.residual || it == 1) {  // it == 1: the first iterate is returned even if not finite
+      s.residual = res;
+      s.best = it;
+      std::copy(xj, xj + w, z.data() + i * w);
+    }
+    if (res < o.tol) {
+      s.converged = true;
+      return;
+    }
+    if (!std::isfinite(res)) return;  // diverged: stop spending work on it
+    st.step(i, xj, fj, x_.data() + i * w);
+    next_.push_back(i);
+  }
+
+  Picard<T> picard_;
+  Anderson<T> anderson_;
+  Broyden<T> broyden_;
+  Tensor<T> x_, xa_, fa_;
+  std::vector<index_t> active_, next_;
+};
+
+}  // namespace lamina::fpi
