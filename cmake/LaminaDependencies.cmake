@@ -14,6 +14,9 @@ if(TARGET xsimd)
   endif()
 endif()
 find_package(ZLIB REQUIRED)
+# Boost.Math (header-only): the regularised incomplete beta of lamina/attention/ebqm.hpp.
+# Optional for everything else; the test suite requires it.
+find_package(Boost 1.74 QUIET)
 if(NOT DEFINED LAMINA_OPENMP OR LAMINA_OPENMP)
   find_package(OpenMP COMPONENTS CXX)
 endif()
