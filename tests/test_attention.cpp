@@ -17,6 +17,7 @@
 #include "lamina/attention/redundancy.hpp"
 #include "lamina/io/checkpoint.hpp"
 #include "lamina/lamina.hpp"
+#include "lamina/models/ela_resnet.hpp"
 #include "support/golden.hpp"
 #include "support/gradcheck.hpp"
 
@@ -581,4 +582,61 @@ TEST_CASE("A monitored stage feeds the block meters; skipped blocks are not meas
   const auto rec = ela.end_epoch(0);
   CHECK(rec.D[1] == Approx(d1).epsilon(1e-12));
   CHECK(rec.skip[2] == 1);
+}
+
+TEST_CASE("An input-only backward of a stage leaves every parameter gradient unchanged and gives the full dx",
+          "[attention][contract]") {
+  for (Variant v : {Variant::base, Variant::light}) {
+    auto stage = conv_stage<double>(3, 8, {.branch = {.variant = v, .head_dim = 4}}, 81);
+    auto x = gradcheck::random_tensor({2, 8, 3, 3}, 82), dy = gradcheck::random_tensor({2, 8, 3, 3}, 83);
+    Tensor<double> y(x.shape()), dx1(x.shape()), dx2(x.shape());
+    Stage<LAConv<double>>::Cache c;
+    stage.forward(x.cview(), y.view(), c);
+    Rng rng(84);
+    std::vector<std::vector<double>> before;
+    visit_parameters(stage, [&](const ParamRef<double>& p) {
+      if (!p.trainable) return;
+      for (double& g : p.grad.span()) g = rng.uniform(-1, 1);
+      before.emplace_back(p.grad.data(), p.grad.data() + p.grad.size());
+    });
+    stage.backward(c, dy.cview(), dx1.view(), {.params = false});
+    std::size_t k = 0;
+    visit_parameters(stage, [&](const ParamRef<double>& p) {
+      if (p.trainable) CHECK(std::equal(p.grad.data(), p.grad.data() + p.grad.size(), before[k++].begin()));
+    });
+    stage.backward(c, dy.cview(), dx2.view());  // repeatable on the same cache
+    for (index_t i = 0; i < dx1.size(); ++i) CHECK(dx1[i] == Approx(dx2[i]).margin(1e-14));
+  }
+}
+
+TEST_CASE("The E2 network with layer attention: gradient check, parameter names, ELA registration",
+          "[attention][model][gradcheck]") {
+  const ResNetOptions o{.in_channels = 1, .widths = {2, 4, 4}, .blocks_per_stage = 2, .num_classes = 3};
+  Rng rng(71);
+  auto net = make_ela_resnet<double>(o, attention::Method::mrla_base, rng, {.branch = {.head_dim = 2}});
+  auto x = gradcheck::random_tensor({2, 1, 5, 5}, 72);
+  gradcheck::check(net, x);
+  std::vector<std::string> names;
+  visit_parameters(net, [&](const ParamRef<double>& p) { names.push_back(p.name); });
+  for (const char* n : {"layer1.0.la.q.weight", "layer2.1.la.v.weight", "layer3.1.la.bn.weight", "layer3.1.la.skip",
+                        "layer1.0.conv1.weight"})
+    CHECK(std::find(names.begin(), names.end(), n) != names.end());
+  CHECK_THROWS_WITH(attention::options_of(attention::Method::none), Catch::Contains("ElaResNet: method"));
+
+  for (auto m : {attention::Method::ela, attention::Method::mrla_light}) {
+    Rng r2(73);
+    auto n2 = make_ela_resnet<double>(o, m, r2, {.branch = {.head_dim = 2}});
+    attention::ElaSchedule<double> ela({.epochs = 1});
+    add_stages(ela, n2);
+    CHECK(ela.size() == 6);
+    Tensor<double> y(Shape{2, 3}), dx(x.shape());
+    n2.forward(x.cview(), y.view());
+    n2.backward(gradcheck::random_tensor({2, 3}, 74).cview(), dx.view());
+    const auto rec = ela.end_epoch(0);
+    const bool monitored = m == attention::Method::ela;
+    CHECK(std::isnan(rec.D[0]));  // first block of stage 0
+    CHECK(std::isnan(rec.D[2]));  // first block of stage 1
+    CHECK(std::isnan(rec.D[1]) != monitored);
+    CHECK(std::isnan(rec.D[5]) != monitored);
+  }
 }
