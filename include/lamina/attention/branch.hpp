@@ -162,7 +162,6 @@ class LayerAttentionBranch {
     global_avg_pool(X.data(), c.y.data(), d.B, d.C, d.HW);
     channel_conv1d(c.y.data(), wq_.data(), c.Q.data(), d.B, d.C, k_);
     channel_conv1d(c.y.data(), wk_.data(), c.K.data(), d.B, d.C, k_);
-    kernels::table<T>().depthwise_conv3x3(X.data(), wv_.data(), c.V.data(), d.B, d.C, X.dim(2), X.dim(3));
     ++computed_;
     if (light()) light_forward(c, out, mem, d);
     else base_forward(c, out, mem, d, train && !p.recompute);
@@ -208,10 +207,16 @@ class LayerAttentionBranch {
       }
     }
   }
-  void retrieve(const Cache& c, View<T> out, const Dims& d, index_t t) {
+  // V_t of row r (head g of sample b: d_h planes), computed right before it is read.
+  void value_row(Cache& c, const Dims& d, index_t r) const {
+    kernels::table<T>().depthwise_conv3x3(c.X.data() + r * d.L, wv_.data() + (r % d.G) * dh_ * 9, c.V.data() + r * d.L,
+                                          1, dh_, c.X.dim(2), c.X.dim(3));
+  }
+  void retrieve(Cache& c, View<T> out, const Dims& d, index_t t) {
     vp_.resize(std::size_t(t));
     const auto& k = kernels::table<T>();
     for (index_t r = 0; r < d.R; ++r) {
+      value_row(c, d, r);  // in cache for the weighted sum
       for (index_t s = 0; s < t; ++s) vp_[std::size_t(s)] = value_of(c, s, t) + r * d.L;
       k.weighted_sum(vp_.data(), c.A.data() + r * t, std::size_t(t), out.data() + r * d.L, d.L);
     }
@@ -274,6 +279,7 @@ class LayerAttentionBranch {
       for (index_t i = 0; i < dh_; ++i) acc += c.Q.data()[off + i] * c.K.data()[off + i];
       const T a = T(1) / (T(1) + std::exp(-acc * scale));
       c.A.data()[r] = a;
+      value_row(c, d, r);
       const T* V = c.V.data() + r * d.L;
       T* o = out.data() + r * d.L;
       for (index_t i = 0; i < d.L; ++i) o[i] = a * V[i];
@@ -321,9 +327,13 @@ class LayerAttentionBranch {
     channel_conv1d_backward(c.y.data(), wq_.data(), dQ_.data(), dy_.data(), params ? dwq_.data() : nullptr, d.B, d.C, k_);
     channel_conv1d_backward(c.y.data(), wk_.data(), dK.data(), dy_.data(), params ? dwk_.data() : nullptr, d.B, d.C, k_);
     T* dw = params ? dwv_.data() : zeroed(dwv_scratch_, wv_.shape()).data();
-    kernels::table<T>().depthwise_conv3x3_backward(c.X.data(), wv_.data(), dV.data(), dX.data(), dw, d.B, d.C,
-                                                   c.X.dim(2), c.X.dim(3));
-    global_avg_pool_backward(dy_.data(), dX.data(), d.B, d.C, d.HW);
+    const auto& k = kernels::table<T>();
+    for (index_t r = 0; r < d.R; ++r) {  // row by row: dX's planes stay in cache for the GAP gradient
+      const index_t off = r * d.L, w0 = (r % d.G) * dh_ * 9;
+      k.depthwise_conv3x3_backward(c.X.data() + off, wv_.data() + w0, dV.data() + off, dX.data() + off, dw + w0, 1, dh_,
+                                   c.X.dim(2), c.X.dim(3));
+      global_avg_pool_backward(dy_.data() + (r / d.G) * d.C + (r % d.G) * dh_, dX.data() + off, 1, dh_, d.HW);
+    }
   }
 
   index_t C_, dh_ = 1, k_ = 1;
