@@ -24,6 +24,11 @@ if(TARGET xsimd)
   endif()
 endif()
 _lamina_dependency(ZLIB)
+# Boost.Math (header-only): the regularised incomplete beta of lamina/attention/ebqm.hpp.
+# Optional for everything else; the test suite requires it.
+if(NOT _lamina_as_package)
+  find_package(Boost 1.74 QUIET)
+endif()
 if(_lamina_as_package)
   # The exported target links OpenMP::OpenMP_CXX exactly when the build did.
   if(LAMINA_OPENMP)

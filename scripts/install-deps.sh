@@ -4,7 +4,7 @@
 #   scripts/install-deps.sh demo   # build + examples + benchmarks + the Fashion-MNIST data
 set -euo pipefail
 what=${1:-test}
-pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev libxsimd-dev zlib1g-dev)
+pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev libxsimd-dev zlib1g-dev libboost-math-dev)
 case "$what" in
   test) pkgs+=(catch2) ;;
   demo) pkgs+=(libcxxopts-dev nlohmann-json3-dev libbenchmark-dev dataset-fashion-mnist) ;;

@@ -30,6 +30,8 @@ namespace memory_key {
 inline constexpr std::uint32_t laurel_stream = 1;  ///< s of a LAUREL connection (PA)
 inline constexpr std::uint32_t attention_k = 2;    ///< K_t [B, C] of a layer-attention block
 inline constexpr std::uint32_t attention_v = 3;    ///< V_t [B, C, H, W] of a layer-attention block
+inline constexpr std::uint32_t attention_x = 4;    ///< X_t of an MRLA-light block (its successor reads λ ⊙ X_{t-1})
+inline constexpr std::uint32_t attention_a = 5;    ///< A_t [B·G, t] of a monitored block (redundancy, no gradient)
 inline constexpr std::uint32_t user = 1000;
 }  // namespace memory_key
 

@@ -1,10 +1,12 @@
 #pragma once
 // Depthwise 3×3 convolution, padding 1, stride 1, NCHW (spec/kernels.md):
 //   y[b,c,i,j] = Σ_{u,v∈0..2} w[c,u,v]·x[b,c,i+u−1,j+v−1]   (zero outside)
-// weight is PyTorch's [C, 1, 3, 3]. Each plane is copied once into a
-// zero-padded (H+2)×(W+2) scratch so the vector body along j needs no edge
-// cases; the input gradient is the same stencil with the kernel rotated by
-// 180° applied to dy; the weight gradient is 9 dot products per plane.
+// weight is PyTorch's [C, 1, 3, 3]. Each plane is copied once, flat, between
+// W + 1 zeros on each side; the vector body runs along the flat plane with
+// masks for the first and last column (detail::FlatPlane), so planes narrower
+// than a vector still vectorise. The input gradient is the same stencil with the
+// kernel rotated by 180° applied to dy; the weight gradient is 9 masked dot
+// products per plane.
 // NaN/Inf propagate as in the arithmetic, padding included: a NaN or Inf
 // weight makes the border outputs NaN too (0·Inf = NaN), as in PyTorch.
 #include <vector>
@@ -51,95 +53,110 @@ void depthwise_conv3x3_backward(const T* x, const T* w, const T* dy, T* dx, T* d
 }  // namespace ref
 
 namespace detail {
-/// Zero-padded copy of one H×W plane into (H+2)×(W+2).
-template <class T>
-void pad_plane(const T* src, T* dst, index_t H, index_t W) {
-  const index_t P = W + 2;
-  std::fill(dst, dst + P, T(0));
-  std::fill(dst + (H + 1) * P, dst + (H + 2) * P, T(0));
-  for (index_t i = 0; i < H; ++i) {
-    T* row = dst + (i + 1) * P;
-    row[0] = T(0);
-    std::copy(src + i * W, src + (i + 1) * W, row + 1);
-    row[W + 1] = T(0);
+/// One H×W plane laid flat with W + 1 zeros (plus a vector of slack) on each
+/// side, so that the 3×3 neighbours of flat index i are at i + (u−1)W + (v−1)
+/// for every row, the first and last included. Columns wrap around in the flat
+/// layout; the masks zero the left neighbours of column 0 and the right
+/// neighbours of column W − 1. One copy per plane (no per-row padding), and the
+/// vector body runs over the whole plane, so narrow planes (7×7) vectorise too.
+template <class T, class Arch>
+struct FlatPlane {
+  static constexpr index_t L = index_t(batch<T, Arch>::size);
+  index_t H, W, HW, M;
+  std::vector<T> buf, left, right;  // margined plane; masks (1 where the neighbour exists)
+  FlatPlane(index_t H_, index_t W_) : H(H_), W(W_), HW(H_ * W_), M(W_ + 1 + L) {
+    buf.assign(std::size_t(HW + 2 * M), T(0));
+    left.resize(std::size_t(HW)), right.resize(std::size_t(HW));
+    for (index_t i = 0; i < HW; ++i) left[std::size_t(i)] = T(i % W != 0), right[std::size_t(i)] = T(i % W != W - 1);
+  }
+  T* plane() noexcept { return buf.data() + M; }
+  void load(const T* src) noexcept { std::copy(src, src + HW, plane()); }
+};
+
+/// out[i] (+)= Σ_{u,v} k[u·3+v] · p[i + (u−1)W + (v−1)] (masked) over a flat plane.
+template <class Arch, class T, bool Accumulate>
+void stencil3x3(FlatPlane<T, Arch>& f, const T* k, T* out) {
+  using V = batch<T, Arch>;
+  constexpr index_t L = FlatPlane<T, Arch>::L;
+  const index_t W = f.W, HW = f.HW;
+  const T* p = f.plane();
+  const V k0(k[0]), k1(k[1]), k2(k[2]), k3(k[3]), k4(k[4]), k5(k[5]), k6(k[6]), k7(k[7]), k8(k[8]);
+  index_t i = 0;
+  for (; i + L <= HW; i += L) {
+    const T* c = p + i;
+    const V mid = xsimd::fma(k1, V::load_unaligned(c - W), xsimd::fma(k4, V::load_unaligned(c), k7 * V::load_unaligned(c + W)));
+    const V lft = xsimd::fma(k0, V::load_unaligned(c - W - 1), xsimd::fma(k3, V::load_unaligned(c - 1), k6 * V::load_unaligned(c + W - 1)));
+    const V rgt = xsimd::fma(k2, V::load_unaligned(c - W + 1), xsimd::fma(k5, V::load_unaligned(c + 1), k8 * V::load_unaligned(c + W + 1)));
+    V s = xsimd::fma(lft, V::load_unaligned(f.left.data() + i), xsimd::fma(rgt, V::load_unaligned(f.right.data() + i), mid));
+    if constexpr (Accumulate) s += V::load_unaligned(out + i);
+    s.store_unaligned(out + i);
+  }
+  for (; i < HW; ++i) {
+    const T* c = p + i;
+    const T s = k[1] * c[-W] + k[4] * c[0] + k[7] * c[W] +
+                f.left[std::size_t(i)] * (k[0] * c[-W - 1] + k[3] * c[-1] + k[6] * c[W - 1]) +
+                f.right[std::size_t(i)] * (k[2] * c[-W + 1] + k[5] * c[1] + k[8] * c[W + 1]);
+    out[i] = Accumulate ? out[i] + s : s;
   }
 }
-/// out[i, j] (+)= Σ_{u,v} k[u·3+v] · padded[i+u, j+v] over an H×W plane.
-template <class Arch, class T, bool Accumulate>
-void stencil3x3(const T* padded, const T* k, T* out, index_t H, index_t W) {
+
+/// dw[u·3+v] += Σ_i g[i] · p[i + (u−1)W + (v−1)] (masked), p the flat plane of x.
+template <class Arch, class T>
+void stencil3x3_weight_grad(FlatPlane<T, Arch>& f, const T* g, T* dw) {
   using V = batch<T, Arch>;
-  constexpr index_t L = index_t(V::size);
-  const index_t P = W + 2;
-  const V k0(k[0]), k1(k[1]), k2(k[2]), k3(k[3]), k4(k[4]), k5(k[5]), k6(k[6]), k7(k[7]), k8(k[8]);
-  for (index_t i = 0; i < H; ++i) {
-    const T *r0 = padded + i * P, *r1 = r0 + P, *r2 = r1 + P;
-    T* o = out + i * W;
-    index_t j = 0;
-    for (; j + L <= W; j += L) {
-      V s = k0 * V::load_unaligned(r0 + j);
-      s = xsimd::fma(k1, V::load_unaligned(r0 + j + 1), s);
-      s = xsimd::fma(k2, V::load_unaligned(r0 + j + 2), s);
-      s = xsimd::fma(k3, V::load_unaligned(r1 + j), s);
-      s = xsimd::fma(k4, V::load_unaligned(r1 + j + 1), s);
-      s = xsimd::fma(k5, V::load_unaligned(r1 + j + 2), s);
-      s = xsimd::fma(k6, V::load_unaligned(r2 + j), s);
-      s = xsimd::fma(k7, V::load_unaligned(r2 + j + 1), s);
-      s = xsimd::fma(k8, V::load_unaligned(r2 + j + 2), s);
-      if constexpr (Accumulate) s += V::load_unaligned(o + j);
-      s.store_unaligned(o + j);
-    }
-    for (; j < W; ++j) {
-      T s = k[0] * r0[j] + k[1] * r0[j + 1] + k[2] * r0[j + 2] + k[3] * r1[j] + k[4] * r1[j + 1] + k[5] * r1[j + 2] +
-            k[6] * r2[j] + k[7] * r2[j + 1] + k[8] * r2[j + 2];
-      o[j] = Accumulate ? o[j] + s : s;
+  constexpr index_t L = FlatPlane<T, Arch>::L;
+  const index_t W = f.W, HW = f.HW;
+  const T* p = f.plane();
+  V acc[9];
+  for (auto& a : acc) a = V(T(0));
+  index_t i = 0;
+  for (; i + L <= HW; i += L) {
+    const V gv = V::load_unaligned(g + i);
+    const V gl = gv * V::load_unaligned(f.left.data() + i), gr = gv * V::load_unaligned(f.right.data() + i);
+    for (int u = 0; u < 3; ++u) {
+      const T* c = p + i + (u - 1) * W;
+      acc[u * 3 + 0] = xsimd::fma(gl, V::load_unaligned(c - 1), acc[u * 3 + 0]);
+      acc[u * 3 + 1] = xsimd::fma(gv, V::load_unaligned(c), acc[u * 3 + 1]);
+      acc[u * 3 + 2] = xsimd::fma(gr, V::load_unaligned(c + 1), acc[u * 3 + 2]);
     }
   }
+  T tail[9] = {};
+  for (; i < HW; ++i) {
+    const T gl = g[i] * f.left[std::size_t(i)], gr = g[i] * f.right[std::size_t(i)];
+    for (int u = 0; u < 3; ++u) {
+      const T* c = p + i + (u - 1) * W;
+      tail[u * 3 + 0] += gl * c[-1], tail[u * 3 + 1] += g[i] * c[0], tail[u * 3 + 2] += gr * c[1];
+    }
+  }
+  for (int k = 0; k < 9; ++k) dw[k] += xsimd::hadd(acc[k]) + tail[k];
 }
 }  // namespace detail
 
 template <class Arch = default_arch, class T>
 void depthwise_conv3x3(const T* x, const T* w, T* y, index_t B, index_t C, index_t H, index_t W) {
-  std::vector<T> pad(static_cast<std::size_t>((H + 2) * (W + 2)));
+  detail::FlatPlane<T, Arch> f(H, W);
   for (index_t b = 0; b < B; ++b)
     for (index_t c = 0; c < C; ++c) {
       const index_t off = (b * C + c) * H * W;
-      detail::pad_plane(x + off, pad.data(), H, W);
-      detail::stencil3x3<Arch, T, false>(pad.data(), w + c * 9, y + off, H, W);
+      f.load(x + off);
+      detail::stencil3x3<Arch, T, false>(f, w + c * 9, y + off);
     }
 }
 
 template <class Arch = default_arch, class T>
 void depthwise_conv3x3_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, index_t B, index_t C, index_t H,
                                 index_t W) {
-  using V = batch<T, Arch>;
-  constexpr index_t L = index_t(V::size);
-  const index_t P = W + 2;
-  std::vector<T> pad(static_cast<std::size_t>((H + 2) * P)), xpad(pad.size());
+  detail::FlatPlane<T, Arch> fg(H, W), fx(H, W);
   for (index_t c = 0; c < C; ++c) {
     T rot[9];
-    for (int k = 0; k < 9; ++k) rot[k] = w[c * 9 + 8 - k];  // 180° rotation
+    for (int k = 0; k < 9; ++k) rot[k] = w[c * 9 + 8 - k];  // 180° rotation: the input gradient's stencil
     T gw[9] = {};
     for (index_t b = 0; b < B; ++b) {
       const index_t off = (b * C + c) * H * W;
-      detail::pad_plane(dy + off, pad.data(), H, W);
-      detail::stencil3x3<Arch, T, true>(pad.data(), rot, dx + off, H, W);
-      // dw[u,v] = Σ_{i,j} dy[i,j] · xpad[i+u, j+v]
-      detail::pad_plane(x + off, xpad.data(), H, W);
-      V acc[9];
-      for (auto& a : acc) a = V(T(0));
-      for (index_t i = 0; i < H; ++i) {
-        const T* g = dy + off + i * W;
-        index_t j = 0;
-        for (; j + L <= W; j += L) {
-          const V gv = V::load_unaligned(g + j);
-          for (int u = 0; u < 3; ++u)
-            for (int v = 0; v < 3; ++v) acc[u * 3 + v] = xsimd::fma(gv, V::load_unaligned(xpad.data() + (i + u) * P + j + v), acc[u * 3 + v]);
-        }
-        for (; j < W; ++j)
-          for (int u = 0; u < 3; ++u)
-            for (int v = 0; v < 3; ++v) gw[u * 3 + v] += g[j] * xpad[std::size_t((i + u) * P + j + v)];
-      }
-      for (int k = 0; k < 9; ++k) gw[k] += xsimd::hadd(acc[k]);
+      fg.load(dy + off);
+      detail::stencil3x3<Arch, T, true>(fg, rot, dx + off);
+      fx.load(x + off);
+      detail::stencil3x3_weight_grad<Arch>(fx, dy + off, gw);
     }
     for (int k = 0; k < 9; ++k) dw[c * 9 + k] += gw[k];
   }

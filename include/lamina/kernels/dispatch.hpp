@@ -10,6 +10,7 @@
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
+#include "lamina/kernels/short_rows.hpp"
 #include "lamina/kernels/softmax.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
 
@@ -30,6 +31,10 @@ struct KernelTable {
   void (*depthwise_conv3x3_backward)(const T* x, const T* w, const T* dy, T* dx, T* dw, index_t B, index_t C,
                                      index_t H, index_t W);
   void (*exp)(const T* x, T* y, index_t n);
+  // Many short rows (short_rows.hpp), vectorised across rows.
+  void (*softmax_rows_short)(const T* a, T* p, index_t R, index_t n);
+  void (*softmax_backward_rows_short)(const T* p, const T* dy, T* da, index_t R, index_t n);
+  void (*kl_probs_rows_short)(const T* p, const T* q, T* out, index_t R, index_t n, T eps);
 };
 
 inline namespace LAMINA_KERNELS_ISA_NS {
@@ -52,7 +57,10 @@ KernelTable<T> make_table() {
           static_cast<void (*)(const T*, const T*, T*, index_t, index_t, index_t, index_t)>(&depthwise_conv3x3<Arch, T>),
           static_cast<void (*)(const T*, const T*, const T*, T*, T*, index_t, index_t, index_t, index_t)>(
               &depthwise_conv3x3_backward<Arch, T>),
-          &vexp<Arch, T>};
+          &vexp<Arch, T>,
+          static_cast<void (*)(const T*, T*, index_t, index_t)>(&softmax_rows_short<Arch, T>),
+          &softmax_backward_rows_short<Arch, T>,
+          static_cast<void (*)(const T*, const T*, T*, index_t, index_t, T)>(&kl_probs_rows_short<Arch, T>)};
 }
 }  // namespace LAMINA_KERNELS_ISA_NS
 
