@@ -640,3 +640,17 @@ TEST_CASE("The E2 network with layer attention: gradient check, parameter names,
     CHECK(std::isnan(rec.D[5]) != monitored);
   }
 }
+
+TEST_CASE("The README's layer-attention snippet compiles and runs", "[attention][model]") {
+  Rng rng(91);
+  auto net = make_ela_resnet<float>({.blocks_per_stage = 4}, attention::Method::ela, rng);
+  attention::ElaSchedule<float> ela({.epochs = 10, .ebqm = {.q = 0.3, .rho = 0.5}});
+  add_stages(ela, net);
+  Tensor<float> x(Shape{2, 1, 28, 28}, 0.5f), y(Shape{2, 10});
+  net.forward(x.cview(), y.view());
+  attention::EpochRecord rec = ela.end_epoch(0);
+  CHECK(rec.decided);  // warm-up max(1, 10 / 10) = 1 epoch
+  CHECK(rec.D.size() == 12);
+  CHECK(std::isnan(rec.D[4]));  // first block of the second stage
+  CHECK(rec.D[5] >= 0);
+}

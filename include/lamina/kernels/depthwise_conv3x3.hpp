@@ -62,16 +62,26 @@ namespace detail {
 template <class T, class Arch>
 struct FlatPlane {
   static constexpr index_t L = index_t(batch<T, Arch>::size);
-  index_t H, W, HW, M;
+  index_t H = -1, W = -1, HW = 0, M = 0;
   std::vector<T> buf, left, right;  // margined plane; masks (1 where the neighbour exists)
-  FlatPlane(index_t H_, index_t W_) : H(H_), W(W_), HW(H_ * W_), M(W_ + 1 + L) {
+  void reshape(index_t H_, index_t W_) {
+    H = H_, W = W_, HW = H_ * W_, M = W_ + 1 + L;
     buf.assign(std::size_t(HW + 2 * M), T(0));
-    left.resize(std::size_t(HW)), right.resize(std::size_t(HW));
-    for (index_t i = 0; i < HW; ++i) left[std::size_t(i)] = T(i % W != 0), right[std::size_t(i)] = T(i % W != W - 1);
+    left.assign(std::size_t(HW), T(1)), right.assign(std::size_t(HW), T(1));
+    for (index_t i = 0; i < H; ++i) left[std::size_t(i * W)] = T(0), right[std::size_t(i * W + W - 1)] = T(0);
   }
   T* plane() noexcept { return buf.data() + M; }
   void load(const T* src) noexcept { std::copy(src, src + HW, plane()); }
 };
+/// The calling thread's flat plane `slot` for H×W planes: kept between calls,
+/// so repeated calls on planes of one size allocate nothing (the margins stay 0).
+template <class T, class Arch>
+FlatPlane<T, Arch>& flat_plane(index_t H, index_t W, int slot) {
+  thread_local FlatPlane<T, Arch> planes[2];
+  FlatPlane<T, Arch>& f = planes[slot];
+  if (f.H != H || f.W != W) f.reshape(H, W);
+  return f;
+}
 
 /// out[i] (+)= Σ_{u,v} k[u·3+v] · p[i + (u−1)W + (v−1)] (masked) over a flat plane.
 template <class Arch, class T, bool Accumulate>
@@ -134,7 +144,7 @@ void stencil3x3_weight_grad(FlatPlane<T, Arch>& f, const T* g, T* dw) {
 
 template <class Arch = default_arch, class T>
 void depthwise_conv3x3(const T* x, const T* w, T* y, index_t B, index_t C, index_t H, index_t W) {
-  detail::FlatPlane<T, Arch> f(H, W);
+  auto& f = detail::flat_plane<T, Arch>(H, W, 0);
   for (index_t b = 0; b < B; ++b)
     for (index_t c = 0; c < C; ++c) {
       const index_t off = (b * C + c) * H * W;
@@ -146,7 +156,8 @@ void depthwise_conv3x3(const T* x, const T* w, T* y, index_t B, index_t C, index
 template <class Arch = default_arch, class T>
 void depthwise_conv3x3_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, index_t B, index_t C, index_t H,
                                 index_t W) {
-  detail::FlatPlane<T, Arch> fg(H, W), fx(H, W);
+  auto& fg = detail::flat_plane<T, Arch>(H, W, 0);
+  auto& fx = detail::flat_plane<T, Arch>(H, W, 1);
   for (index_t c = 0; c < C; ++c) {
     T rot[9];
     for (int k = 0; k < 9; ++k) rot[k] = w[c * 9 + 8 - k];  // 180° rotation: the input gradient's stencil
