@@ -26,8 +26,11 @@ endif()
 _lamina_dependency(ZLIB)
 # Boost.Math (header-only): the regularised incomplete beta of lamina/attention/ebqm.hpp.
 # Optional for everything else; the test suite requires it.
+# The exported target links Boost::headers exactly when the build found it.
 if(NOT _lamina_as_package)
   find_package(Boost 1.74 QUIET)
+elseif(LAMINA_BOOST)
+  find_dependency(Boost 1.74)
 endif()
 if(_lamina_as_package)
   # The exported target links OpenMP::OpenMP_CXX exactly when the build did.

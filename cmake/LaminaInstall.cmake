@@ -13,6 +13,11 @@ if(LAMINA_OPENMP AND OpenMP_CXX_FOUND)
 else()
   set(LAMINA_CONFIG_OPENMP OFF)
 endif()
+if(TARGET Boost::headers)
+  set(LAMINA_CONFIG_BOOST ON)
+else()
+  set(LAMINA_CONFIG_BOOST OFF)
+endif()
 configure_package_config_file(cmake/laminaConfig.cmake.in
   ${PROJECT_BINARY_DIR}/laminaConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_DATADIR}/lamina/cmake)

@@ -92,20 +92,29 @@ void stencil3x3(FlatPlane<T, Arch>& f, const T* k, T* out) {
   const T* p = f.plane();
   const V k0(k[0]), k1(k[1]), k2(k[2]), k3(k[3]), k4(k[4]), k5(k[5]), k6(k[6]), k7(k[7]), k8(k[8]);
   index_t i = 0;
+  // A wrapped neighbour is replaced by the padding's 0 before it is multiplied
+  // (select, not a product with the mask: Inf·0 would make it NaN), so a
+  // non-finite weight still meets the padding as in PyTorch (0·Inf = NaN).
   for (; i + L <= HW; i += L) {
     const T* c = p + i;
+    const auto lm = V::load_unaligned(f.left.data() + i) != V(T(0));
+    const auto rm = V::load_unaligned(f.right.data() + i) != V(T(0));
+    const auto l = [&](const T* q) { return xsimd::select(lm, V::load_unaligned(q), V(T(0))); };
+    const auto r = [&](const T* q) { return xsimd::select(rm, V::load_unaligned(q), V(T(0))); };
     const V mid = xsimd::fma(k1, V::load_unaligned(c - W), xsimd::fma(k4, V::load_unaligned(c), k7 * V::load_unaligned(c + W)));
-    const V lft = xsimd::fma(k0, V::load_unaligned(c - W - 1), xsimd::fma(k3, V::load_unaligned(c - 1), k6 * V::load_unaligned(c + W - 1)));
-    const V rgt = xsimd::fma(k2, V::load_unaligned(c - W + 1), xsimd::fma(k5, V::load_unaligned(c + 1), k8 * V::load_unaligned(c + W + 1)));
-    V s = xsimd::fma(lft, V::load_unaligned(f.left.data() + i), xsimd::fma(rgt, V::load_unaligned(f.right.data() + i), mid));
+    const V lft = xsimd::fma(k0, l(c - W - 1), xsimd::fma(k3, l(c - 1), k6 * l(c + W - 1)));
+    const V rgt = xsimd::fma(k2, r(c - W + 1), xsimd::fma(k5, r(c + 1), k8 * r(c + W + 1)));
+    V s = mid + lft + rgt;
     if constexpr (Accumulate) s += V::load_unaligned(out + i);
     s.store_unaligned(out + i);
   }
   for (; i < HW; ++i) {
     const T* c = p + i;
-    const T s = k[1] * c[-W] + k[4] * c[0] + k[7] * c[W] +
-                f.left[std::size_t(i)] * (k[0] * c[-W - 1] + k[3] * c[-1] + k[6] * c[W - 1]) +
-                f.right[std::size_t(i)] * (k[2] * c[-W + 1] + k[5] * c[1] + k[8] * c[W + 1]);
+    const bool lm = f.left[std::size_t(i)] != T(0), rm = f.right[std::size_t(i)] != T(0);
+    const auto l = [&](index_t o) { return lm ? c[o] : T(0); };
+    const auto r = [&](index_t o) { return rm ? c[o] : T(0); };
+    const T s = (k[1] * c[-W] + k[4] * c[0] + k[7] * c[W]) + (k[0] * l(-W - 1) + k[3] * l(-1) + k[6] * l(W - 1)) +
+                (k[2] * r(-W + 1) + k[5] * r(1) + k[8] * r(W + 1));
     out[i] = Accumulate ? out[i] + s : s;
   }
 }
@@ -122,20 +131,21 @@ void stencil3x3_weight_grad(FlatPlane<T, Arch>& f, const T* g, T* dw) {
   index_t i = 0;
   for (; i + L <= HW; i += L) {
     const V gv = V::load_unaligned(g + i);
-    const V gl = gv * V::load_unaligned(f.left.data() + i), gr = gv * V::load_unaligned(f.right.data() + i);
+    const auto lm = V::load_unaligned(f.left.data() + i) != V(T(0));
+    const auto rm = V::load_unaligned(f.right.data() + i) != V(T(0));
     for (int u = 0; u < 3; ++u) {
       const T* c = p + i + (u - 1) * W;
-      acc[u * 3 + 0] = xsimd::fma(gl, V::load_unaligned(c - 1), acc[u * 3 + 0]);
+      acc[u * 3 + 0] = xsimd::fma(gv, xsimd::select(lm, V::load_unaligned(c - 1), V(T(0))), acc[u * 3 + 0]);
       acc[u * 3 + 1] = xsimd::fma(gv, V::load_unaligned(c), acc[u * 3 + 1]);
-      acc[u * 3 + 2] = xsimd::fma(gr, V::load_unaligned(c + 1), acc[u * 3 + 2]);
+      acc[u * 3 + 2] = xsimd::fma(gv, xsimd::select(rm, V::load_unaligned(c + 1), V(T(0))), acc[u * 3 + 2]);
     }
   }
   T tail[9] = {};
   for (; i < HW; ++i) {
-    const T gl = g[i] * f.left[std::size_t(i)], gr = g[i] * f.right[std::size_t(i)];
+    const bool lm = f.left[std::size_t(i)] != T(0), rm = f.right[std::size_t(i)] != T(0);
     for (int u = 0; u < 3; ++u) {
       const T* c = p + i + (u - 1) * W;
-      tail[u * 3 + 0] += gl * c[-1], tail[u * 3 + 1] += g[i] * c[0], tail[u * 3 + 2] += gr * c[1];
+      tail[u * 3 + 0] += g[i] * (lm ? c[-1] : T(0)), tail[u * 3 + 1] += g[i] * c[0], tail[u * 3 + 2] += g[i] * (rm ? c[1] : T(0));
     }
   }
   for (int k = 0; k < 9; ++k) dw[k] += xsimd::hadd(acc[k]) + tail[k];
