@@ -41,13 +41,13 @@ std::vector<float> floats(const std::uint8_t* d, std::size_t n) {
   if (!v.empty()) std::memcpy(v.data(), d, v.size() * 4);
   return v;
 }
-bool has_nan_or_pos_inf(const float* x, index_t n) {
+[[maybe_unused]] bool has_nan_or_pos_inf(const float* x, index_t n) {
   for (index_t i = 0; i < n; ++i)
     if (std::isnan(x[i]) || x[i] == INFINITY) return true;
   return false;
 }
 // Finite magnitudes above `cap` become ±cap; NaN and ±Inf are kept.
-void clamp_finite(std::vector<float>& v, float cap) {
+[[maybe_unused]] void clamp_finite(std::vector<float>& v, float cap) {
   for (float& x : v)
     if (std::isfinite(x) && std::abs(x) > cap) x = std::copysign(cap, x);
 }
