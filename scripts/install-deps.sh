@@ -6,9 +6,9 @@ set -euo pipefail
 what=${1:-test}
 pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev libxsimd-dev zlib1g-dev libboost-math-dev)
 case "$what" in
-  test) pkgs+=(catch2) ;;
+  test) pkgs+=(catch2 libopenmpi-dev openmpi-bin) ;;
   demo) pkgs+=(libcxxopts-dev nlohmann-json3-dev libbenchmark-dev dataset-fashion-mnist) ;;
-  all) pkgs+=(catch2 libcxxopts-dev nlohmann-json3-dev libbenchmark-dev dataset-fashion-mnist) ;;
+  all) pkgs+=(catch2 libopenmpi-dev openmpi-bin libcxxopts-dev nlohmann-json3-dev libbenchmark-dev dataset-fashion-mnist) ;;
   *) echo "usage: $0 [test|demo|all]" >&2; exit 2 ;;
 esac
 missing=()

@@ -15,6 +15,8 @@
 #include "lamina/core/tensor.hpp"
 #include "lamina/data/dataset.hpp"
 #include "lamina/data/idx.hpp"
+#include "lamina/dist/communicator.hpp"
+#include "lamina/dist/data_parallel.hpp"
 #include "lamina/fpi/fpi.hpp"
 #include "lamina/io/atomic_file.hpp"
 #include "lamina/io/checkpoint.hpp"
