@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -107,7 +108,31 @@ struct Augmentation {
   bool hflip = false;  ///< horizontal flip with probability 1/2
 };
 
-/// Iterates over a data set in batches of scalar type T.
+/// The part of every batch that one of `size` ranks trains on (data-parallel
+/// training, dist/data_parallel.hpp). {0, 1} is the whole batch.
+struct Shard {
+  int rank = 0, size = 1;
+};
+/// Rank shard.rank's rows [first, first + count) of a batch of n rows: the
+/// batch split into shard.size contiguous parts whose sizes differ by at most 1.
+struct ShardRange {
+  index_t first = 0, count = 0;
+};
+inline ShardRange shard_range(index_t n, Shard shard) {
+  require(shard.size > 0, "shard_range", "shard size", "> 0", shard.size);
+  require(shard.rank >= 0 && shard.rank < shard.size, "shard_range", "shard rank",
+          detail::text("in [0, ", shard.size, ")"), shard.rank);
+  require(n >= 0, "shard_range", "batch rows", ">= 0", n);
+  const index_t k = shard.size, r = shard.rank, first = n * r / k;
+  return {first, n * (r + 1) / k - first};
+}
+
+/// Iterates over a data set in batches of scalar type T. With a Shard of
+/// several ranks, every rank draws the same permutation each epoch (the same
+/// seed) and batch(i) returns only its shard_range of global batch i, so the
+/// ranks' shards of a step make up exactly the batch one process would use;
+/// augmentation is then drawn from a separate stream per rank. With one rank
+/// (the default) the loader behaves exactly as without sharding.
 template <class T>
 class Loader {
  public:
@@ -115,19 +140,39 @@ class Loader {
   /// sample in [0, num_classes), and (unless `check` is Check::labels_only)
   /// finite intensities; value_error names the first bad sample.
   Loader(const Dataset& d, index_t batch_size, Normalization norm, bool shuffle = false, Augmentation aug = {},
-         std::uint64_t seed = 1, Check check = Check::all)
-      : d_(&d), bs_(batch_size), norm_(norm), shuffle_(shuffle), aug_(aug), rng_(seed) {
+         std::uint64_t seed = 1, Shard shard = {}, Check check = Check::all)
+      : d_(&d), bs_(batch_size), norm_(norm), shuffle_(shuffle), aug_(aug), rng_(seed), shard_(shard),
+        aug_rng_(seed ^ (0x9e3779b97f4a7c15ULL * std::uint64_t(shard.rank + 1))) {
     require(batch_size > 0, "Loader", "batch_size", "> 0", batch_size);
     require(std::isfinite(norm.mean), "Loader", "normalization mean", "a finite value", norm.mean);
     require(std::isfinite(norm.stddev) && norm.stddev > 0, "Loader", "normalization stddev", "finite and > 0",
             norm.stddev);
     require(aug.pad >= 0, "Loader", "augmentation pad", ">= 0", aug.pad);
+    (void)shard_range(0, shard);  // validates the shard
     check_dataset(d, check);
     order_.resize(static_cast<std::size_t>(d.size()));
     std::iota(order_.begin(), order_.end(), index_t(0));
   }
+  /// The same without sharding, with the data-set check chosen.
+  Loader(const Dataset& d, index_t batch_size, Normalization norm, bool shuffle, Augmentation aug, std::uint64_t seed,
+         Check check)
+      : Loader(d, batch_size, norm, shuffle, aug, seed, Shard{}, check) {}
+  /// Batches per epoch: the same on every rank.
   index_t batches() const noexcept { return (d_->size() + bs_ - 1) / bs_; }
   index_t size() const noexcept { return d_->size(); }
+  Shard shard() const noexcept { return shard_; }
+  /// This rank's rows of batch i (the whole batch without sharding).
+  ShardRange range(index_t i) const {
+    require(i >= 0 && i < batches(), "Loader", "batch index", detail::text("in [0, ", batches(), ")"), i);
+    const index_t first = i * bs_, n = std::min(bs_, d_->size() - first);
+    const ShardRange r = shard_range(n, shard_);
+    return {first + r.first, r.count};
+  }
+  /// The sample indices of this rank's part of batch i, in order.
+  std::span<const index_t> indices(index_t i) const {
+    const ShardRange r = range(i);
+    return {order_.data() + r.first, static_cast<std::size_t>(r.count)};
+  }
 
   /// Starts an epoch: a new permutation when shuffling.
   void start_epoch() {
@@ -137,9 +182,8 @@ class Loader {
 
   /// Batch i of the epoch: normalised (and augmented) images and their labels.
   void batch(index_t i, Tensor<T>& x, std::vector<std::int32_t>& y) {
-    const index_t nb = batches();
-    require(i >= 0 && i < nb, "Loader", "batch index", detail::text("in [0, ", nb, ")"), i);
-    const index_t first = i * bs_, n = std::min(bs_, d_->size() - first);
+    const auto [first, n] = range(i);
+    Rng& arng = shard_.size > 1 ? aug_rng_ : rng_;
     const Tensor<float>& im = d_->images;
     const index_t C = im.dim(1), H = im.dim(2), W = im.dim(3), per = C * H * W;
     x.resize(Shape{n, C, H, W});
@@ -153,10 +197,10 @@ class Loader {
       index_t dy = 0, dx = 0;
       bool flip = false;
       if (aug_.pad > 0) {
-        dy = index_t(rng_.below(std::uint64_t(2 * aug_.pad + 1))) - aug_.pad;
-        dx = index_t(rng_.below(std::uint64_t(2 * aug_.pad + 1))) - aug_.pad;
+        dy = index_t(arng.below(std::uint64_t(2 * aug_.pad + 1))) - aug_.pad;
+        dx = index_t(arng.below(std::uint64_t(2 * aug_.pad + 1))) - aug_.pad;
       }
-      if (aug_.hflip) flip = rng_.below(2) == 1;
+      if (aug_.hflip) flip = arng.below(2) == 1;
       for (index_t c = 0; c < C; ++c)
         for (index_t r = 0; r < H; ++r)
           for (index_t q = 0; q < W; ++q) {
@@ -192,7 +236,9 @@ class Loader {
   Normalization norm_;
   bool shuffle_;
   Augmentation aug_;
-  Rng rng_;
+  Rng rng_;  ///< the permutation (and, with one rank, augmentation)
+  Shard shard_;
+  Rng aug_rng_;  ///< augmentation with several ranks
   std::vector<index_t> order_;
 };
 

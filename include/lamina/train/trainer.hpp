@@ -8,11 +8,13 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "lamina/core/module.hpp"
 #include "lamina/data/dataset.hpp"
+#include "lamina/dist/data_parallel.hpp"
 #include "lamina/modules/softmax_cross_entropy.hpp"
 #include "lamina/train/progress.hpp"
 
@@ -70,33 +72,62 @@ std::vector<ParamRef<typename M::value_type>> all_tensors(M& model) {
   return ps;
 }
 
-template <class T>
 struct StepResult {
-  T loss = 0;
-  std::string problem;  ///< the first non-finite loss, gradient or parameter; empty if none
-  bool updated = false; ///< the optimizer step ran (a problem after it cannot be skipped)
+  dist::StepTotals totals;  ///< the whole batch's samples, mean loss and correct predictions (all ranks)
+  std::string problem;      ///< the first non-finite loss, gradient or parameter; empty if none
+  bool updated = false;     ///< the optimizer step ran (a problem after it cannot be skipped)
 };
 
-/// forward, loss, backward, update, with the checks between them.
-template <Module M, class Opt>
-StepResult<typename M::value_type> checked_step(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
-                                                ConstView<typename M::value_type> x,
-                                                const std::vector<std::int32_t>& labels, double lr,
-                                                Tensor<typename M::value_type>& y, Tensor<typename M::value_type>& dy) {
-  StepResult<typename M::value_type> r;
-  const Shape ys = model.output_shape(x.shape());
-  y.resize(ys);
+/// Forward and loss of a training step; y is resized.
+template <Module M>
+typename M::value_type forward_loss(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss,
+                                    ConstView<typename M::value_type> x, const std::vector<std::int32_t>& labels,
+                                    Tensor<typename M::value_type>& y) {
+  y.resize(model.output_shape(x.shape()));
   model.forward(x, y.view());
-  r.loss = loss.forward(y.cview(), labels);
-  if (!std::isfinite(double(r.loss))) {
-    r.problem = "loss is " + describe(double(r.loss));
-    return r;
-  }
-  dy.resize(ys);
+  return loss.forward(y.cview(), labels);
+}
+/// Loss gradient into dy, cleared parameter gradients, backward (no input gradient).
+template <Module M, class Opt>
+void backward_loss(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
+                   const Tensor<typename M::value_type>& y, Tensor<typename M::value_type>& dy) {
+  dy.resize(y.shape());
   dy.zero();
   loss.backward(dy.view());
   opt.zero_grad();
   model.backward(dy.cview(), View<typename M::value_type>{}, {.input = false});
+}
+
+/// forward, loss, backward, (with `sync`: the one all-reduce of the
+/// gradients), update, with the checks between them. With `sync` every rank
+/// runs the all-reduce even when its own loss is not finite, so all ranks see
+/// the same totals and gradients and stop (or skip) together; an empty shard
+/// contributes weight 0.
+template <Module M, class Opt>
+StepResult checked_step(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
+                        ConstView<typename M::value_type> x, const std::vector<std::int32_t>& labels, double lr,
+                        Tensor<typename M::value_type>& y, Tensor<typename M::value_type>& dy,
+                        dist::GradientAllReduce<typename M::value_type>* sync) {
+  StepResult r;
+  const index_t n = x.rank() > 0 ? x.dim(0) : 0;
+  double l = 0, correct = 0;
+  if (n > 0 || !sync) {
+    l = double(forward_loss(model, loss, x, labels, y));
+    correct = double(loss.correct());
+    if (!sync && !std::isfinite(l)) {
+      r.totals = {double(n), l, correct};
+      r.problem = "loss is " + describe(l);
+      return r;
+    }
+    backward_loss(model, loss, opt, y, dy);
+  } else {
+    opt.zero_grad();
+  }
+  r.totals = sync ? (*sync)(double(n), l, correct) : dist::StepTotals{double(n), l, correct};
+  if (!std::isfinite(r.totals.loss)) {
+    r.problem = "loss is " + describe(r.totals.loss);
+    return r;
+  }
   r.problem = non_finite_report(opt.parameters(), true, "gradient of");
   if (!r.problem.empty()) return r;
   if (lr > 0) opt.set_lr(lr);
@@ -104,6 +135,10 @@ StepResult<typename M::value_type> checked_step(M& model, SoftmaxCrossEntropy<ty
   r.updated = true;
   r.problem = non_finite_report(all_tensors(model), false, "parameter");
   return r;
+}
+inline std::string step_failure(const StepResult& r) {
+  return r.problem + (r.updated ? "; after the update (lower the learning rate?)"
+                                : "; training stopped before the update (lower the learning rate?)");
 }
 
 /// Buffers (trainable == false: BatchNorm running statistics) to restore after a skipped batch.
@@ -137,12 +172,25 @@ typename M::value_type train_step(M& model, SoftmaxCrossEntropy<typename M::valu
                                   double lr, Tensor<typename M::value_type>& y, Tensor<typename M::value_type>& dy,
                                   Tensor<typename M::value_type>& dx) {
   (void)dx;  // kept in the signature; the input gradient is not needed
-  const auto r = detail::checked_step(model, loss, opt, x, labels, lr, y, dy);
-  if (!r.problem.empty())
-    throw non_finite_error("lamina::train_step: " + r.problem +
-                           (r.updated ? "; after the update (lower the learning rate?)"
-                                      : "; training stopped before the update (lower the learning rate?)"));
-  return r.loss;
+  const auto r = detail::checked_step(model, loss, opt, x, labels, lr, y, dy, nullptr);
+  if (!r.problem.empty()) throw non_finite_error("lamina::train_step: " + detail::step_failure(r));
+  return typename M::value_type(r.totals.loss);
+}
+
+/// The data-parallel step (dist/data_parallel.hpp): this rank's shard (`x`,
+/// `labels`, possibly empty), then ONE all-reduce of the gradients weighted by
+/// the shard sizes, so every rank applies the update of the whole batch. Every
+/// rank must call it for every batch. Returns the totals of the whole batch
+/// (mean loss, correct predictions, samples); a non-finite loss or gradient on
+/// any rank throws on every rank before the update.
+template <Module M, class Opt>
+dist::StepTotals train_step(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
+                            ConstView<typename M::value_type> x, const std::vector<std::int32_t>& labels, double lr,
+                            Tensor<typename M::value_type>& y, Tensor<typename M::value_type>& dy,
+                            dist::GradientAllReduce<typename M::value_type>& sync) {
+  const auto r = detail::checked_step(model, loss, opt, x, labels, lr, y, dy, &sync);
+  if (!r.problem.empty()) throw non_finite_error("lamina::train_step: " + detail::step_failure(r));
+  return r.totals;
 }
 
 /// Trains `model` for one epoch. `lr_at(step_in_epoch)` (optional) sets the
@@ -159,11 +207,22 @@ typename M::value_type train_step(M& model, SoftmaxCrossEntropy<typename M::valu
 /// counted in EpochStats::skipped. A parameter made non-finite by an update always throws.
 /// The trainer writes no file: a caller that checkpoints after each epoch
 /// keeps its last good checkpoint.
+///
+/// With `sync` (data-parallel training, dist/data_parallel.hpp: a loader
+/// sharded over the communicator, the same call on every rank) each step
+/// averages the gradients over the ranks in one all-reduce, the statistics are
+/// those of the whole batches, all ranks stop or skip together, and only rank
+/// 0 draws the progress.
 template <Module M, class Opt>
 EpochStats train_epoch(M& model, SoftmaxCrossEntropy<typename M::value_type>& loss, Opt& opt,
                        data::Loader<typename M::value_type>& loader, Progress& progress, const std::string& label,
-                       const std::function<double(index_t)>& lr_at = {}, const TrainOptions& o = {}) {
+                       const std::function<double(index_t)>& lr_at = {}, const TrainOptions& o = {},
+                       dist::GradientAllReduce<typename M::value_type>* sync = nullptr) {
   using T = typename M::value_type;
+  if (sync)
+    require(loader.shard().size == sync->communicator().size(), "train_epoch", "loader shard size",
+            sync->communicator().size(), loader.shard().size);
+  const bool draw = !sync || sync->communicator().is_root();
   set_training(model, true);
   loader.start_epoch();
   Tensor<T> x, y, dy;
@@ -174,33 +233,33 @@ EpochStats train_epoch(M& model, SoftmaxCrossEntropy<typename M::value_type>& lo
   const index_t nb = loader.batches();
   const bool skip = o.on_non_finite == OnNonFinite::skip;
   const auto tensors = detail::all_tensors(model);
-  progress.start(label, nb);
+  if (draw) progress.start(label, nb);
   const auto t0 = std::chrono::steady_clock::now();
   for (index_t b = 0; b < nb; ++b) {
     loader.batch(b, x, labels);
     const auto buffers = detail::save_buffers(tensors);  // BatchNorm statistics: a few values per channel
-    const auto r = detail::checked_step(model, loss, opt, x.cview(), labels, lr_at ? lr_at(b) : 0.0, y, dy);
+    const auto r = detail::checked_step(model, loss, opt, x.cview(), labels, lr_at ? lr_at(b) : 0.0, y, dy, sync);
     if (!r.problem.empty()) {
       const std::string where = lamina::detail::concat("lamina::train_epoch: ", label, ": ",
                                                        o.epoch > 0 ? lamina::detail::concat("epoch ", o.epoch, ", ") : "",
                                                        "step ", b + 1, " of ", nb, ": ", r.problem);
       if (!r.updated) detail::restore_buffers(tensors, buffers);  // as after the last good step
       if (!skip || r.updated) {
-        progress.finish();
+        if (draw) progress.finish();
         throw non_finite_error(where + (r.updated ? "; after the update (lower the learning rate?)"
                                                   : "; training stopped before the update"));
       }
       if (st.skipped++ == 0) st.first_skipped = where;
       continue;
     }
-    const index_t n = x.dim(0);
-    loss_sum += double(r.loss) * double(n);
-    correct += loss.correct();
-    st.images += n;
-    progress.update(b + 1, loss_sum / double(std::max<index_t>(st.images, 1)),
-                    double(correct) / double(std::max<index_t>(st.images, 1)), st.images);
+    loss_sum += r.totals.loss * r.totals.weight;
+    correct += index_t(r.totals.correct);
+    st.images += index_t(r.totals.weight);
+    if (draw)
+      progress.update(b + 1, loss_sum / double(std::max<index_t>(st.images, 1)),
+                      double(correct) / double(std::max<index_t>(st.images, 1)), st.images);
   }
-  progress.finish();
+  if (draw) progress.finish();
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   st.loss = st.images > 0 ? loss_sum / double(st.images) : std::numeric_limits<double>::quiet_NaN();
   st.accuracy = st.images > 0 ? double(correct) / double(st.images) : 0.0;
@@ -208,31 +267,42 @@ EpochStats train_epoch(M& model, SoftmaxCrossEntropy<typename M::value_type>& lo
   return st;
 }
 
-/// Mean loss and accuracy of `model` in evaluation mode (infer path).
+/// Mean loss and accuracy of `model` in evaluation mode (infer path). With
+/// `comm` (data-parallel training, the same call on every rank), rank 0's
+/// BatchNorm buffers are first copied to every rank, and a sharded loader's
+/// parts are summed over the ranks: every rank returns the whole set's figures.
 template <Module M>
-EpochStats evaluate(M& model, data::Loader<typename M::value_type>& loader) {
+EpochStats evaluate(M& model, data::Loader<typename M::value_type>& loader, dist::Communicator* comm = nullptr) {
   using T = typename M::value_type;
+  const int shards = loader.shard().size;
+  if (comm) {
+    require(shards == 1 || shards == comm->size(), "evaluate", "loader shard size",
+            lamina::detail::text("1 or ", comm->size()), shards);
+    dist::broadcast_buffers(model, *comm);
+  }
   set_training(model, false);
   SoftmaxCrossEntropy<T> loss;
   Tensor<T> x, y;
   std::vector<std::int32_t> labels;
-  EpochStats st;
-  double loss_sum = 0;
-  index_t correct = 0;
+  double sums[3] = {0, 0, 0};  // loss sum, correct, images
   const auto t0 = std::chrono::steady_clock::now();
   for (index_t b = 0; b < loader.batches(); ++b) {
     loader.batch(b, x, labels);
+    if (x.dim(0) == 0) continue;  // an empty shard of a small last batch
     y.resize(model.output_shape(x.shape()));
     model.infer(x.cview(), y.view());
-    loss_sum += double(loss.forward(y.cview(), labels)) * double(x.dim(0));
-    correct += loss.correct();
-    st.images += x.dim(0);
+    sums[0] += double(loss.forward(y.cview(), labels)) * double(x.dim(0));
+    sums[1] += double(loss.correct());
+    sums[2] += double(x.dim(0));
   }
+  if (comm && shards > 1) comm->allreduce_sum(std::span<double>(sums, 3));
   set_training(model, true);
+  EpochStats st;
+  st.images = index_t(sums[2]);
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  st.loss = loss_sum / double(st.images);
-  st.accuracy = double(correct) / double(st.images);
-  st.images_per_second = double(st.images) / st.seconds;
+  st.loss = sums[0] / sums[2];
+  st.accuracy = sums[1] / sums[2];
+  st.images_per_second = sums[2] / st.seconds;
   return st;
 }
 
