@@ -43,11 +43,13 @@ std::vector<float> state(M& m) {
   visit_parameters(m, [&](const ParamRef<float>& p) { v.insert(v.end(), p.value.data(), p.value.data() + p.value.size()); });
   return v;
 }
-/// Every gradient, concatenated.
+/// Every gradient (of the trainable parameters), concatenated.
 template <class M>
 std::vector<float> grads(M& m) {
   std::vector<float> v;
-  visit_parameters(m, [&](const ParamRef<float>& p) { v.insert(v.end(), p.grad.data(), p.grad.data() + p.grad.size()); });
+  visit_parameters(m, [&](const ParamRef<float>& p) {
+    if (p.trainable) v.insert(v.end(), p.grad.data(), p.grad.data() + p.grad.size());
+  });
   return v;
 }
 /// Largest |a - b| / (1 + |b|); infinity when the sizes differ.
