@@ -72,3 +72,18 @@ TEST_CASE("passing checks allocate nothing", "[errors][alloc]") {
   // A failing check does format its message.
   CHECK(allocations_of([&] { CHECK_THROWS_AS(lin.output_shape(Shape{5, 7}), shape_error); }) > 0);
 }
+
+TEST_CASE("the gradient all-reduce allocates nothing after construction", "[dist][alloc]") {
+#if !defined(LAMINA_COUNT_ALLOCATIONS)
+  SUCCEED("allocation counting is off under AddressSanitizer");
+  return;
+#endif
+  Rng rng(2);
+  Sequential<Linear<float>, Tanh<float>, Linear<float>> net(Linear<float>(8, 8, rng), Tanh<float>{},
+                                                            Linear<float>(8, 3, rng));
+  dist::LocalCommunicator comm;
+  dist::GradientAllReduce<float> sync(net, comm);
+  CHECK(allocations_of([&] {
+          for (int step = 0; step < 3; ++step) (void)sync(4.0, 0.5, 2.0);
+        }) == 0);
+}
