@@ -14,6 +14,11 @@
 //     the training runs used; the medians over rounds are reported.
 // Writes runs.json, runs.csv, timing.csv, summary.json and
 // accuracy_vs_params.svg; prints a table and whether each claim held.
+//
+// Data-parallel (built with MPI, lamina::mpi): `mpirun -np N laurel_e1 ...`
+// trains each run on N processes, each on its shard of every batch (the same
+// global batch size and schedule), gradients averaged after each backward;
+// rank 0 alone prints, writes the files and runs the timing phase.
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
@@ -26,10 +31,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "common/svg_plot.hpp"
 #include "lamina/lamina.hpp"
+#ifdef LAMINA_WITH_MPI
+#include "lamina/dist/mpi.hpp"
+#endif
 
 using namespace lamina;
 using json = nlohmann::json;
@@ -42,9 +51,12 @@ struct Settings {
   long epochs, batch;
   double lr, momentum, wd;
   long train_images, test_images;
+  int processes = 1;  ///< data-parallel ranks (recorded only when > 1: BN statistics are then per shard)
   json to_json() const {
-    return {{"epochs", epochs}, {"batch", batch}, {"lr", lr}, {"momentum", momentum}, {"weight_decay", wd},
-            {"train_images", train_images}, {"test_images", test_images}};
+    json j = {{"epochs", epochs}, {"batch", batch}, {"lr", lr}, {"momentum", momentum}, {"weight_decay", wd},
+              {"train_images", train_images}, {"test_images", test_images}};
+    if (processes > 1) j["processes"] = processes;
+    return j;
   }
 };
 
@@ -77,10 +89,16 @@ void with_variant(const std::string& v, Rng& rng, Fn&& fn) {
 
 template <class Net>
 json train_one(const std::string& label, Net& net, std::uint64_t seed, const Settings& s, const data::Dataset& train,
-               const data::Dataset& test, const data::Normalization& norm, train::Progress& progress) {
-  // Same seed: same data order and augmentation in every variant.
-  data::Loader<float> train_loader(train, s.batch, norm, true, data::Augmentation{2, true}, seed);
-  data::Loader<float> test_loader(test, 500, norm);
+               const data::Dataset& test, const data::Normalization& norm, train::Progress& progress,
+               dist::Communicator& comm) {
+  // Same seed: same data order and augmentation in every variant. Each rank
+  // takes its shard of every batch; one process is the unsharded loader.
+  const data::Shard shard{comm.rank(), comm.size()};
+  data::Loader<float> train_loader(train, s.batch, norm, true, data::Augmentation{2, true}, seed, shard);
+  data::Loader<float> test_loader(test, 500, norm, false, {}, 1, shard);
+  dist::broadcast_parameters(net, comm);
+  std::optional<dist::GradientAllReduce<float>> sync;  // one process: the plain step, bit for bit as before
+  if (comm.size() > 1) sync.emplace(net, comm);
   optim::SGD<float> opt(net, {s.lr, s.momentum, 0.0, s.wd, false});
   const double steps = double(train_loader.batches());
   const optim::CosineLR schedule(s.lr, double(s.epochs) * steps);
@@ -91,10 +109,11 @@ json train_one(const std::string& label, Net& net, std::uint64_t seed, const Set
   for (long e = 0; e < s.epochs; ++e) {
     const std::string el = label + " epoch " + std::to_string(e + 1) + "/" + std::to_string(s.epochs);
     const auto st = train::train_epoch(net, loss, opt, train_loader, progress, el,
-                                       [&](index_t step) { return schedule(double(e) * steps + double(step)); });
-    ev = train::evaluate(net, test_loader);
+                                       [&](index_t step) { return schedule(double(e) * steps + double(step)); },
+                                       sync ? &*sync : nullptr);
+    ev = train::evaluate(net, test_loader, &comm);  // rank 0's BN statistics on every rank first
     train_seconds += st.seconds;
-    std::printf("  %s: train loss %.4f acc %.2f%% | test acc %.2f%% | %.1f s (%.0f images/s)\n", el.c_str(), st.loss,
+    if (comm.is_root()) std::printf("  %s: train loss %.4f acc %.2f%% | test acc %.2f%% | %.1f s (%.0f images/s)\n", el.c_str(), st.loss,
                 100 * st.accuracy, 100 * ev.accuracy, st.seconds, st.images_per_second);
     std::fflush(stdout);
     epochs.push_back({{"train_loss", st.loss}, {"train_accuracy", st.accuracy}, {"test_loss", ev.loss},
@@ -102,7 +121,7 @@ json train_one(const std::string& label, Net& net, std::uint64_t seed, const Set
   }
   const ParameterCount pc = parameter_count(net);
   return {{"seed", seed}, {"test_accuracy", ev.accuracy}, {"params", pc.total}, {"added_params", pc.added},
-          {"train_seconds", train_seconds}, {"threads", num_threads()}, {"epochs", epochs}};
+          {"train_seconds", train_seconds}, {"threads", num_threads()}, {"processes", comm.size()}, {"epochs", epochs}};
 }
 
 /// runs.json: {"settings": ..., "runs": {variant: [run, ...]}}. Records made
@@ -248,7 +267,8 @@ std::map<std::string, Timing> time_variants(const std::vector<std::string>& vari
 
 }  // namespace
 
-int main(int argc, char** argv) try {
+int run(int argc, char** argv, dist::Communicator& comm) {
+  const bool root = comm.is_root();
   cxxopts::Options cli("laurel_e1", "E1: LAUREL variants of the ResNet on Fashion-MNIST");
   cli.add_options()
     ("data", "Fashion-MNIST folder", cxxopts::value<std::string>()->default_value(data::default_fashion_mnist_dir().string()))
@@ -272,6 +292,7 @@ int main(int argc, char** argv) try {
     ("h,help", "show this help");
   const auto a = cli.parse(argc, argv);
   if (a.count("help")) {
+    if (!root) return 0;
     std::puts(cli.help().c_str());
     return 0;
   }
@@ -299,26 +320,33 @@ int main(int argc, char** argv) try {
       }
   }
   const std::filesystem::path out = a.count("out") ? a["out"].as<std::string>() : full ? "results/laurel_e1_full" : "results/laurel_e1";
-  std::filesystem::create_directories(out);
+  if (root) std::filesystem::create_directories(out);
 
   const auto dir = a["data"].as<std::string>();
   const data::Dataset train = data::load_fashion_mnist(dir, "train", train_limit);
   const data::Dataset test = data::load_fashion_mnist(dir, "test", test_limit);
   const data::Normalization norm = data::statistics(train);
-  const Settings s{epochs, a["batch"].as<long>(), a["lr"].as<double>(), 0.9, 5e-4, long(train.size()), long(test.size())};
-  std::printf("E1 LAUREL on Fashion-MNIST: %ld train / %ld test images, %ld epochs, %ld seed(s), batch %ld, %d threads\n",
-              s.train_images, s.test_images, s.epochs, seeds, s.batch, num_threads());
+  const Settings s{epochs, a["batch"].as<long>(), a["lr"].as<double>(), 0.9, 5e-4, long(train.size()), long(test.size()),
+                   comm.size()};
+  require(s.batch >= comm.size(), "laurel_e1", "--batch", detail::text(">= the number of processes, ", comm.size()), s.batch);
+  if (root)
+    std::printf("E1 LAUREL on Fashion-MNIST: %ld train / %ld test images, %ld epochs, %ld seed(s), batch %ld, "
+                "%d process(es) x %d threads\n",
+                s.train_images, s.test_images, s.epochs, seeds, s.batch, comm.size(), num_threads());
 
   // Phase 1: the runs not yet recorded, seed-major so that partial results
   // already compare every variant.
   const std::filesystem::path records_file = out / "runs.json";
-  json records = load_records(records_file, s, a.count("fresh") > 0);
+  // Rank 0 reads the records (other machines may not have the file) and sends them to all.
+  std::string records_text = root ? load_records(records_file, s, a.count("fresh") > 0).dump() : std::string();
+  dist::broadcast(comm, records_text);
+  json records = json::parse(records_text);
   std::vector<std::pair<std::string, std::uint64_t>> todo;
   for (long k = 0; k < seeds; ++k)
     for (const std::string& v : variants)
       if (!recorded(records, v, std::uint64_t(k + 1))) todo.emplace_back(v, std::uint64_t(k + 1));
   const long total_runs = seeds * long(variants.size());
-  std::printf("%ld of %ld runs already recorded in %s; %zu to train\n", total_runs - long(todo.size()), total_runs,
+  if (root) std::printf("%ld of %ld runs already recorded in %s; %zu to train\n", total_runs - long(todo.size()), total_runs,
               records_file.string().c_str(), a.count("no-train") ? std::size_t(0) : todo.size());
   train::Progress progress;
   const auto t_start = std::chrono::steady_clock::now();
@@ -329,7 +357,10 @@ int main(int argc, char** argv) try {
     const auto seed = todo[i].second;
     const std::string label = "[" + std::to_string(i + 1) + "/" + std::to_string(todo.size()) + "] " + v + " seed " + std::to_string(seed);
     Rng rng(seed);
-    with_variant(v, rng, [&](auto&& net) { records["runs"][v].push_back(train_one(label, net, seed, s, train, test, norm, progress)); });
+    with_variant(v, rng, [&](auto&& net) {
+      records["runs"][v].push_back(train_one(label, net, seed, s, train, test, norm, progress, comm));
+    });
+    if (!root) continue;
     io::write_file_atomically(records_file, records.dump(1) + "\n", "lamina::laurel_e1");
     const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     std::printf("  recorded %s seed %llu in %s; %zu run(s) left, ETA %s\n", v.c_str(), static_cast<unsigned long long>(seed),
@@ -337,7 +368,8 @@ int main(int argc, char** argv) try {
                 train::format_duration(spent / double(i + 1) * double(todo.size() - i - 1)).c_str());
     std::fflush(stdout);
   }
-  if (a.count("train-only")) return 0;
+  comm.barrier();
+  if (a.count("train-only") || !root) return 0;  // timing and summary: rank 0 alone
 
   // Phase 2: timing, then the table from every recorded run of the variants.
   std::map<std::string, Timing> timing;
@@ -428,7 +460,20 @@ int main(int argc, char** argv) try {
                             "test accuracy (%)", plot);
   std::printf("results in %s (runs.json, runs.csv, timing.csv, summary.json, accuracy_vs_params.svg)\n", out.string().c_str());
   return 0;
-} catch (const std::exception& e) {
-  std::fprintf(stderr, "laurel_e1: %s\n", e.what());
-  return 1;
+}
+
+int main(int argc, char** argv) {
+#ifdef LAMINA_WITH_MPI
+  dist::MpiEnvironment mpi(argc, argv);  // a singleton without mpirun
+  dist::MpiCommunicator comm;
+#else
+  dist::LocalCommunicator comm;
+#endif
+  try {
+    // Several processes: an error on one rank aborts the job with its message.
+    return dist::run_or_abort(comm, [&] { return run(argc, argv, comm); });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "laurel_e1: %s\n", e.what());
+    return 1;
+  }
 }

@@ -68,6 +68,14 @@ class LocalCommunicator final : public Communicator {
   }
 };
 
+/// s = root's s, on every rank (two broadcasts: the length, then the bytes).
+inline void broadcast(Communicator& comm, std::string& s, int root = 0) {
+  double n = double(s.size());
+  comm.broadcast(std::span<double>(&n, 1), root);
+  s.resize(std::size_t(n));
+  comm.broadcast(std::as_writable_bytes(std::span<char>(s.data(), s.size())), root);
+}
+
 /// Runs fn(); if it throws, prints the exception with this rank and aborts
 /// every rank (instead of leaving the others blocked in a collective). With
 /// one rank it rethrows, so single-process programs handle errors as usual.
