@@ -110,7 +110,7 @@ json train_one(const std::string& label, Net& net, std::uint64_t seed, const Set
     const std::string el = label + " epoch " + std::to_string(e + 1) + "/" + std::to_string(s.epochs);
     const auto st = train::train_epoch(net, loss, opt, train_loader, progress, el,
                                        [&](index_t step) { return schedule(double(e) * steps + double(step)); },
-                                       sync ? &*sync : nullptr);
+                                       {}, sync ? &*sync : nullptr);
     ev = train::evaluate(net, test_loader, &comm);  // rank 0's BN statistics on every rank first
     train_seconds += st.seconds;
     if (comm.is_root()) std::printf("  %s: train loss %.4f acc %.2f%% | test acc %.2f%% | %.1f s (%.0f images/s)\n", el.c_str(), st.loss,
