@@ -35,4 +35,10 @@ run(${CMAKE_COMMAND} -S ${SOURCE}/tests/package/consumer -B ${WORK}/consumer-bui
 run(${CMAKE_COMMAND} --build ${WORK}/consumer-build)
 run(${WORK}/consumer-build/consumer)
 message(STATUS "${LAST_OUTPUT}")
+if(EXISTS ${WORK}/consumer-build/consumer_mpi)  # built when the consumer saw lamina::mpi
+  run(${CMAKE_COMMAND} -E env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ${WORK}/consumer-build/consumer_mpi)
+  message(STATUS "${LAST_OUTPUT}")
+elseif(EXPECT_MPI)
+  message(FATAL_ERROR "lamina was built with lamina::mpi, but the ${MODE} consumer did not get it")
+endif()
 file(REMOVE_RECURSE ${WORK})
