@@ -8,6 +8,7 @@
 // statistics); models without BN are compared with one process on the whole
 // batch directly.
 #define CATCH_CONFIG_RUNNER
+#include <limits>
 #include <catch2/catch.hpp>
 
 #include "lamina/dist/mpi.hpp"
@@ -160,6 +161,40 @@ TEST_CASE("train_epoch and evaluate over MPI equal one process on the whole data
   const auto ev = train::evaluate(net, test_mine, &comm), er = train::evaluate(ref, test_whole);
   CHECK(ev.images == 50);
   CHECK(ev.accuracy == Approx(er.accuracy));
+}
+
+TEST_CASE("a NaN in one rank's shard stops, or is skipped on, every rank together", "[mpi]") {
+  dist::MpiCommunicator& comm = world();
+  data::Dataset d = test::bands(48, 23);  // 3 batches of 16
+  const index_t per = d.images.size() / d.size();
+  d.images.data()[47 * per + 5] = std::numeric_limits<float>::quiet_NaN();  // the last rank's shard of batch 3
+  const data::Normalization norm{0.5f, 0.3f};
+  const data::Shard shard{comm.rank(), comm.size()};
+  train::Progress quiet(nullptr);
+  SoftmaxCrossEntropy<float> loss;
+  SECTION("stop: every rank throws at step 3, before the update") {
+    data::Loader<float> mine(d, 16, norm, false, {}, 1, shard, data::Check::labels_only);
+    test::Mlp net = test::make_mlp(500);
+    optim::SGD<float> opt(net, sgd);
+    dist::GradientAllReduce<float> sync(net, comm);
+    CHECK_THROWS_WITH(train::train_epoch(net, loss, opt, mine, quiet, "dist", {}, {}, &sync),
+                      Catch::Contains("step 3 of 3") && Catch::Contains("loss is nan"));
+  }
+  SECTION("skip: every rank drops batch 3 and the models stay those of one process skipping it") {
+    data::Loader<float> mine(d, 16, norm, false, {}, 1, shard, data::Check::labels_only);
+    data::Loader<float> whole(d, 16, norm, false, {}, 1, data::Check::labels_only);
+    test::Mlp net = test::make_mlp(501), ref = test::make_mlp(501);
+    optim::SGD<float> opt(net, sgd), ropt(ref, sgd);
+    dist::GradientAllReduce<float> sync(net, comm);
+    const train::TrainOptions skip{.on_non_finite = train::OnNonFinite::skip};
+    const auto got = train::train_epoch(net, loss, opt, mine, quiet, "dist", {}, skip, &sync);
+    const auto exp = train::train_epoch(ref, loss, ropt, whole, quiet, "ref", {}, skip);
+    CHECK(got.skipped == 1);
+    CHECK(exp.skipped == 1);
+    CHECK(got.images == 32);
+    CHECK(got.loss == Approx(exp.loss).epsilon(1e-4));
+    CHECK(test::max_rel_diff(test::state(net), test::state(ref)) < 1e-4);
+  }
 }
 
 TEST_CASE("dist::save_checkpoint writes rank 0's model once, readable by every rank", "[mpi]") {
