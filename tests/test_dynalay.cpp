@@ -463,3 +463,35 @@ TEST_CASE("Bad DynaLay hyper-parameters throw clear errors", "[dynalay]") {
   const auto G = gradcheck::random_tensor({2, 2}, 4);
   CHECK_THROWS_WITH(m.backward_task(e, G.cview(), View<double>{}, {.input = false}), Contains("training forward"));
 }
+
+TEST_CASE("Compute report: distribution and action histogram", "[dynalay]") {
+  const Distribution d = distribution({5, 1, 3, 2, 4, 100, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19});
+  CHECK(d.mean == Approx((190.0 + 100) / 20));  // 1 + … + 19 = 190
+  CHECK(d.median == 10.5);  // sorted: 1..19 without 20, then 100
+  CHECK(d.p95 == 19);       // the 19th smallest of 20
+  CHECK(d.max == 100);
+  std::vector<SampleTrace> t(3);
+  t[0].path = {0, 1}, t[0].iterations = 10, t[0].flops.fpi = 400;
+  t[1].path = {}, t[1].iterations = 0;
+  t[2].path = {1, 1, 1}, t[2].iterations = 30, t[2].flops.fpi = 1200;
+  const ComputeReport r = compute_report(t, 2, 3);
+  CHECK(r.layer_uses == std::vector<index_t>{1, 4});
+  CHECK(r.answers_at == std::vector<index_t>{1, 0, 1, 1});
+  CHECK(r.iterations.median == 10);
+  CHECK(r.flops.mean == Approx(1600.0 / 3));
+}
+
+TEST_CASE("DynaLay in float: greedy inference and a training step of each phase", "[dynalay]") {
+  Rng rng(12);
+  DynaLay<float> m({.in = 3, .width = 4, .classes = 2, .K = 2, .S = 3, .hidden = 5}, rng);
+  Trainer<float> t(m);
+  Tensor<float> x(Shape{6, 3});
+  for (index_t i = 0; i < x.size(); ++i) x[i] = float(rng.uniform(-1, 1));
+  const std::vector<std::int32_t> y{0, 1, 1, 0, 1, 0};
+  for (Phase p : {Phase::warmup, Phase::agent, Phase::joint}) CHECK(std::isfinite(t.step(x.cview(), y, p, rng).loss));
+  Tensor<float> logits(Shape{6, 2});
+  DynaLay<float>::Episode e;
+  m.infer(x.cview(), logits.view(), e);
+  for (index_t i = 0; i < logits.size(); ++i) CHECK(logits[i] == e.logits[i]);
+  for (const auto& s : e.samples) CHECK(index_t(s.path.size()) <= 3);
+}

@@ -4,4 +4,5 @@
 #include "lamina/dynalay/model.hpp"
 #include "lamina/dynalay/options.hpp"
 #include "lamina/dynalay/policy.hpp"
+#include "lamina/dynalay/report.hpp"
 #include "lamina/dynalay/train.hpp"
