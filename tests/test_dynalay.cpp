@@ -495,3 +495,134 @@ TEST_CASE("DynaLay in float: greedy inference and a training step of each phase"
   for (index_t i = 0; i < logits.size(); ++i) CHECK(logits[i] == e.logits[i]);
   for (const auto& s : e.samples) CHECK(index_t(s.path.size()) <= 3);
 }
+
+TEST_CASE("Gumbel-max draws follow the policy; the relaxation is masked", "[dynalay]") {
+  const double l[3] = {0.5, -0.7, 0.1};
+  double p[3], y[3];
+  masked_softmax(l, 0, 1, 2, p);
+  Rng rng(19);
+  const int M = 100000;
+  std::vector<int> count(3, 0);
+  for (int t = 0; t < M; ++t) {
+    const index_t a = gumbel_action(l, 0, 1, 2, 0.5, rng, y);
+    ++count[std::size_t(a)];
+    CHECK(y[0] + y[1] + y[2] == Approx(1.0));
+    CHECK(y[a] == *std::max_element(y, y + 3));
+  }
+  for (int j = 0; j < 3; ++j) {
+    const double f = double(count[std::size_t(j)]) / M, se = std::sqrt(p[j] * (1 - p[j]) / M);
+    INFO("action " << j << ": frequency " << f << ", probability " << p[j]);
+    CHECK(std::abs(f - p[j]) < 5 * se);
+  }
+  CHECK(gumbel_action(l, 1, 1, 2, 0.5, rng, y) == 2);  // s = S: only "answer"
+  CHECK(y[0] == 0);
+  CHECK(y[1] == 0);
+  CHECK(y[2] == 1);
+}
+
+TEST_CASE("Gumbel straight-through gradient of the agent against central differences", "[dynalay]") {
+  Config c = small();
+  c.gumbel_tau = 0.7;
+  Model m = make(27, c);
+  m.agent().second().bias()[2] = -1.0;
+  const auto x = gradcheck::random_tensor({5, 3}, 81, -1.5, 1.5);
+  const auto G = gradcheck::random_tensor({5, 2}, 82);
+  const double c_cost = 0.01, r_cost = 0.05, scale = 0.2;
+  Model::Episode e;
+  auto run = [&]() {
+    Rng noise(3);  // the same Gumbel noise in every run
+    m.forward(x.cview(), e, Control::gumbel, true, &noise);
+  };
+  run();
+  zero_grad(m);
+  m.backward_task(e, G.cview(), View<double>{}, {.input = false, .params = false});
+  CHECK(max_diff(model_grads(m), std::vector<double>(model_grads(m).size(), 0.0)) == 0);
+  const auto gates = m.gate_gradients();
+  // An answer's gate is ∂L/∂ŷ with the head's input ŷ·z: <G_i, z_i W_h>.
+  std::size_t answers = 0, layers = 0;
+  for (std::size_t s = 0; s < e.steps.size(); ++s)
+    for (std::size_t j = 0; j < e.steps[s].rows.size(); ++j) {
+      if (e.steps[s].actions[j] != 2) {
+        ++layers;
+        continue;
+      }
+      const index_t i = e.steps[s].rows[j];
+      double expect = 0;
+      for (index_t k = 0; k < 2; ++k) expect += G[i * 2 + k] * (e.logits[i * 2 + k] - m.head().bias()[k]);
+      CHECK(gates[s][j] == Approx(expect).epsilon(1e-12));
+      ++answers;
+    }
+  CHECK(answers == 5);
+  CHECK(layers > 0);
+  std::vector<std::vector<index_t>> actions;
+  for (const auto& st : e.steps) actions.push_back(st.actions);
+  // Surrogate with the gates held: Σ (gate + scale·penalty) · log y_a (∂ŷ = ∂ log y_a at ŷ = 1).
+  auto surrogate = [&]() {
+    run();
+    double l = 0;
+    for (std::size_t s = 0; s < e.steps.size(); ++s) {
+      const auto& st = e.steps[s];
+      REQUIRE(st.actions == actions[s]);
+      if (!st.evaluated) continue;
+      for (std::size_t j = 0; j < st.rows.size(); ++j) {
+        const index_t a = st.actions[j];
+        const auto& path = e.samples[std::size_t(st.rows[j])].path;
+        const double rep = s >= 1 && a < 2 && path[s] == path[s - 1] ? 1 : 0;
+        const double pen = a < 2 ? c_cost * double(st.iterations[j]) + r_cost * rep : 0.0;
+        l += (gates[s][j] + scale * pen) * std::log(st.soft[index_t(j) * 3 + a]);
+      }
+    }
+    return l;
+  };
+  Rng rng(6);
+  std::vector<ParamRef<double>> params;
+  m.visit_agent([&](const ParamRef<double>& p) { params.push_back(p); }, "");
+  std::vector<std::vector<double>> g0;
+  for (auto& p : params) {
+    for (double& v : p.grad.span()) v = rng.uniform(-1, 1);
+    g0.emplace_back(p.grad.data(), p.grad.data() + p.grad.size());
+  }
+  m.backward_gumbel(e, c_cost, r_cost, 0.0, scale);
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    double* v = params[k].value.data();
+    std::vector<double> a(g0[k].size()), n(g0[k].size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      a[i] = params[k].grad.data()[i] - g0[k][i];
+      const double keep = v[i];
+      v[i] = keep + 1e-6;
+      const double lp = surrogate();
+      v[i] = keep - 1e-6;
+      const double lm = surrogate();
+      v[i] = keep;
+      n[i] = (lp - lm) / 2e-6;
+    }
+    const double err = gradcheck::rel_error(a, n);
+    INFO(params[k].name << ": relative error " << err);
+    CHECK(err < 1e-6);
+  }
+  Model::Episode other;
+  m.forward(x.cview(), other, Control::greedy, true);
+  CHECK_THROWS_WITH(m.backward_gumbel(other, c_cost, r_cost, 0.0, scale), Contains("Control::gumbel"));
+}
+
+TEST_CASE("Training with the Gumbel-softmax option", "[dynalay]") {
+  Model m = make(43);
+  Trainer<double> t(m, {.gumbel = true});
+  Rng rng(10);
+  const auto x = gradcheck::random_tensor({8, 3}, 72);
+  const std::vector<std::int32_t> y{0, 1, 1, 0, 1, 0, 0, 1};
+  auto nonzero = [](const std::vector<double>& g) {
+    return std::any_of(g.begin(), g.end(), [](double v) { return v != 0; });
+  };
+  for (Phase p : {Phase::agent, Phase::joint}) {
+    zero_grad(m);
+    const StepStats s = t.step(x.cview(), y, p, rng);
+    INFO("phase " << name(p));
+    CHECK(std::isfinite(s.loss));
+    CHECK(nonzero(model_grads(m)) == (p == Phase::joint));
+    CHECK(nonzero(agent_grads(m)));
+  }
+  Config c = small();
+  c.gumbel_tau = 0;
+  CHECK_THROWS_WITH(Model(c, rng), Contains("DynaLay: gumbel_tau: expected finite and > 0, got 0"));
+}

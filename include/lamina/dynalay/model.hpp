@@ -20,7 +20,9 @@
 //   backward_policy(e, A, β, scale)  the REINFORCE surrogate into the agent.
 // The agent's features are read as constants (no gradient from the policy into
 // the model). Control::forced runs given paths (the warm-up's static and random
-// paths) without evaluating the agent.
+// paths) without evaluating the agent. Control::gumbel (the option of §4
+// Training) draws by Gumbel-max and, after backward_task, backward_gumbel sends
+// the straight-through gradient of the task loss and the penalties to the agent.
 //
 // FLOPs per sample (exact for this definition): an affine map [in → out] costs
 // 2·in·out + out, a tanh 1 per value, an FPI iteration one application of the
@@ -59,7 +61,9 @@ struct SampleTrace {
   Flops flops;
 };
 
-enum class Control { sample, greedy, forced };
+/// sample: draw from π; greedy: argmax π; forced: given paths; gumbel: draw by
+/// Gumbel-max and keep the relaxation for the straight-through gradient.
+enum class Control { sample, greedy, forced, gumbel };
 
 inline index_t affine_flops(index_t in, index_t out) noexcept { return 2 * in * out + out; }
 
@@ -73,6 +77,7 @@ class DynaLay {
   struct Group {
     index_t layer = 0;
     std::vector<index_t> rows;  ///< sample ids, ascending
+    std::vector<index_t> iterations;  ///< per row: FPI iterations of this solve
     Tensor<T> x, y;
     typename Layer::Cache cache;
   };
@@ -81,7 +86,8 @@ class DynaLay {
     std::vector<index_t> rows;  ///< samples still running at this step, ascending
     std::vector<index_t> actions;
     bool evaluated = false;     ///< the agent chose (not forced, s < S)
-    Tensor<T> features, logits, probs;
+    Tensor<T> features, logits, probs, soft;  ///< soft: Control::gumbel's relaxation y
+    std::vector<index_t> iterations;         ///< per row: FPI iterations spent at this step
     typename Policy<T>::Cache policy;
     std::vector<Group> groups;
   };
@@ -93,6 +99,7 @@ class DynaLay {
     std::vector<Step> steps;   ///< s = 0..S
     std::vector<index_t> answer_step;
     std::vector<SampleTrace> samples;
+    Control control = Control::greedy;
     bool train = false, done = false;
   };
 
@@ -138,12 +145,14 @@ class DynaLay {
     check_input(x, ctl, rng, paths);
     const index_t N = x.dim(0), D = c_.width;
     e.train = train;
+    e.control = ctl;
     e.z.resize(std::size_t(c_.S + 1));
     for (auto& z : e.z) z.resize(Shape{N, D});
     e.steps.resize(std::size_t(c_.S + 1));
     e.answer_step.assign(std::size_t(N), 0);
     e.samples.assign(std::size_t(N), SampleTrace{});
     last_iter_.assign(std::size_t(N), 0), last_res_.assign(std::size_t(N), 0);
+    gated_ = nullptr;
     run_stem(x, e);
     std::vector<index_t> active(static_cast<std::size_t>(N));
     for (index_t i = 0; i < N; ++i) active[std::size_t(i)] = i;
@@ -176,9 +185,12 @@ class DynaLay {
     dzf_.resize(Shape{N, D}), dcur_.resize(Shape{N, D}), dprev_.resize(Shape{N, D});
     dzf_.zero(), dcur_.zero();
     head_.backward(e.head, dlogits, dzf_.view(), {.input = true, .params = g.params});
+    const bool gumbel = e.control == Control::gumbel;
+    if (gumbel) start_gates(e);
     for (index_t s = c_.S; s >= 0; --s) {
       for (index_t i = 0; i < N; ++i)
         if (e.answer_step[std::size_t(i)] == s) axpy(dcur_.data() + i * D, dzf_.data() + i * D, D);
+      if (gumbel) add_gates(e, s);
       if (s == 0) break;
       dprev_.zero();
       for (const Group& gr : e.steps[std::size_t(s - 1)].groups) backward_group(gr, g.params);
@@ -208,6 +220,34 @@ class DynaLay {
     }
   }
 
+  /// Control::gumbel: adds into the agent's gradients the straight-through
+  /// gradient of the task loss of the preceding backward_task(e, ...) plus
+  /// scale · Σ_steps (c_cost · iterations_s + r_cost · [repeat_s]) · ŷ_s (the
+  /// compute and repeat penalties, c_cost = λ_c / C_max, r_cost = λ_r), and the
+  /// entropy bonus −β H(π) like backward_policy.
+  void backward_gumbel(const Episode& e, double c_cost, double r_cost, double beta, double scale) {
+    require_train(e);
+    require(e.control == Control::gumbel, "DynaLay", "episode", "a Control::gumbel forward", "another control");
+    require(gated_ == &e, "DynaLay", "backward_gumbel()", "a preceding backward_task() of this episode", "none");
+    const index_t A = c_.K + 1;
+    for (std::size_t s = 0; s < e.steps.size(); ++s) {
+      const Step& st = e.steps[s];
+      if (!st.evaluated) continue;
+      dl_.resize(st.logits.shape());
+      dl_.zero();
+      for (std::size_t j = 0; j < st.rows.size(); ++j) {
+        const index_t a = st.actions[j];
+        const double pen = a < c_.K ? c_cost * double(st.iterations[j]) + r_cost * double(repeats_at(e, s, j)) : 0.0;
+        add_gumbel_grad(st.soft.data() + index_t(j) * A, c_.K, a, gate_[s][j] + scale * pen, c_.gumbel_tau,
+                        dl_.data() + index_t(j) * A);
+        add_reinforce_grad(st.probs.data() + index_t(j) * A, c_.K, a, 0.0, beta, scale, dl_.data() + index_t(j) * A);
+      }
+      agent_.backward(st.policy, dl_.cview(), View<T>{}, {.input = false});
+    }
+  }
+  /// ∂L/∂ŷ per step and row from the last backward_task of a Control::gumbel episode.
+  const std::vector<std::vector<double>>& gate_gradients() const noexcept { return gate_; }
+
   /// Stem, FPI layers, head.
   template <class F>
   void visit_model(F&& f, const std::string& prefix) {
@@ -234,7 +274,8 @@ class DynaLay {
     require_contiguous(x, "DynaLay", "x");
     require<shape_error>(x.rank() == 2 && x.dim(0) > 0 && x.dim(1) == c_.in, "DynaLay", "x shape",
                          detail::text("[N, ", c_.in, "], N > 0"), x.shape());
-    if (ctl == Control::sample) require(rng != nullptr, "DynaLay", "rng", "a generator for Control::sample", "null");
+    if (ctl == Control::sample || ctl == Control::gumbel)
+      require(rng != nullptr, "DynaLay", "rng", "a generator for Control::sample and Control::gumbel", "null");
     if (ctl != Control::forced) return;
     require<shape_error>(index_t(paths.size()) == x.dim(0), "DynaLay", "paths size", x.dim(0), paths.size());
     for (std::size_t i = 0; i < paths.size(); ++i) {
@@ -267,6 +308,7 @@ class DynaLay {
   void choose(Episode& e, Step& st, index_t s, Control ctl, Rng* rng, std::span<const std::vector<index_t>> paths) {
     const std::size_t n = st.rows.size();
     st.actions.assign(n, c_.K);
+    st.iterations.assign(n, 0);
     if (s == c_.S) return;  // the mask leaves only "answer"
     if (ctl == Control::forced) {
       for (std::size_t j = 0; j < n; ++j) {
@@ -283,10 +325,15 @@ class DynaLay {
     else
       agent_.infer(st.features.cview(), st.logits.view());
     st.evaluated = e.train;
+    if (ctl == Control::gumbel) st.soft.resize(Shape{index_t(n), A});
     for (std::size_t j = 0; j < n; ++j) {
       T* p = st.probs.data() + index_t(j) * A;
-      masked_softmax(st.logits.data() + index_t(j) * A, s, c_.S, c_.K, p);
-      st.actions[j] = ctl == Control::sample ? sample_action(p, c_.K, *rng) : greedy_action(p, c_.K);
+      const T* l = st.logits.data() + index_t(j) * A;
+      masked_softmax(l, s, c_.S, c_.K, p);
+      if (ctl == Control::gumbel)
+        st.actions[j] = gumbel_action(l, s, c_.S, c_.K, c_.gumbel_tau, *rng, st.soft.data() + index_t(j) * A);
+      else
+        st.actions[j] = ctl == Control::sample ? sample_action(p, c_.K, *rng) : greedy_action(p, c_.K);
       e.samples[std::size_t(st.rows[j])].flops.agent += affine_flops(c_.width, c_.classes) + agent_.flops_per_row();
     }
   }
@@ -330,6 +377,8 @@ class DynaLay {
       g.layer = k;
       for (index_t j : r.rows(k)) g.rows.push_back(st.rows[std::size_t(j)]);
       apply_group(e, g, s);
+      std::size_t m = 0;
+      for (index_t j : r.rows(k)) st.iterations[std::size_t(j)] = g.iterations[m++];
     }
     std::vector<index_t> next;
     for (std::size_t j = 0; j < st.rows.size(); ++j) {
@@ -354,6 +403,7 @@ class DynaLay {
       l.infer(g.x.cview(), g.y.view());
     scatter_rows(g.y.cview(), g.rows, e.z[std::size_t(s + 1)].view());
     const fpi::SolveReport& rep = e.train ? g.cache.report : l.last_report();
+    g.iterations.resize(std::size_t(n));
     for (index_t j = 0; j < n; ++j) {
       const auto i = std::size_t(g.rows[std::size_t(j)]);
       const fpi::SampleReport& sr = rep.samples[std::size_t(j)];
@@ -361,6 +411,7 @@ class DynaLay {
       if (!t.path.empty() && t.path.back() == g.layer) ++t.repeats;
       t.path.push_back(g.layer);
       t.iterations += sr.iterations;
+      g.iterations[std::size_t(j)] = sr.iterations;
       t.converged = t.converged && sr.converged;
       t.flops.inject += inject_flops();
       t.flops.fpi += sr.iterations * cell_flops();
@@ -382,6 +433,35 @@ class DynaLay {
       head_.infer(e.zf.cview(), e.logits.view());
   }
 
+  void start_gates(const Episode& e) {
+    gate_.resize(e.steps.size());
+    for (std::size_t s = 0; s < e.steps.size(); ++s) gate_[s].assign(e.steps[s].rows.size(), 0.0);
+    gated_ = &e;
+  }
+  /// With dcur_ = ∂L/∂z_s complete: the gates of the answers at s (output z_s
+  /// into the head) and of the layers applied at s − 1 (output z_s).
+  void add_gates(const Episode& e, index_t s) {
+    const index_t D = c_.width;
+    auto dot = [D](const T* a, const T* b) {
+      double d = 0;
+      for (index_t k = 0; k < D; ++k) d += double(a[k]) * double(b[k]);
+      return d;
+    };
+    const Step& st = e.steps[std::size_t(s)];
+    for (std::size_t j = 0; j < st.rows.size(); ++j)
+      if (st.actions[j] == c_.K) gate_[std::size_t(s)][j] = dot(dzf_.data() + st.rows[j] * D, e.zf.data() + st.rows[j] * D);
+    if (s == 0) return;
+    const Step& prev = e.steps[std::size_t(s - 1)];
+    for (std::size_t j = 0; j < prev.rows.size(); ++j)
+      if (prev.actions[j] < c_.K)
+        gate_[std::size_t(s - 1)][j] = dot(dcur_.data() + prev.rows[j] * D, e.z[std::size_t(s)].data() + prev.rows[j] * D);
+  }
+  /// 1 when row j of step s applied the layer it applied at step s − 1.
+  static index_t repeats_at(const Episode& e, std::size_t s, std::size_t j) {
+    const auto& path = e.samples[std::size_t(e.steps[s].rows[j])].path;
+    return s >= 1 && s < path.size() && path[s] == path[s - 1] ? 1 : 0;
+  }
+
   void backward_group(const Group& g, bool params) {
     const index_t n = index_t(g.rows.size()), D = c_.width;
     dyk_.resize(Shape{n, D}), dxk_.resize(Shape{n, D});
@@ -398,6 +478,8 @@ class DynaLay {
   Linear<T> head_;
   Policy<T> agent_;
   std::vector<double> last_iter_, last_res_;
+  std::vector<std::vector<double>> gate_;  ///< ∂L/∂ŷ per step and row (Control::gumbel)
+  const Episode* gated_ = nullptr;         ///< the episode gate_ belongs to
   Tensor<T> zs_, hl_, dzf_, dcur_, dprev_, dstem_, dyk_, dxk_, dl_;
 };
 

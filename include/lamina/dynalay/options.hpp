@@ -23,6 +23,7 @@ struct Config {
   index_t S = 4;        ///< most FPI steps of one episode (S ≥ K: the static path fits)
   index_t hidden = 32;  ///< the agent's hidden width
   fpi::Options fpi{};   ///< every FPI layer's solver and backward mode
+  double gumbel_tau = 1.0;  ///< temperature of Control::gumbel's relaxation (> 0)
 };
 
 /// Reward R = 1[correct] − λ_c·C/C_max − λ_r·repeats; REINFORCE with a moving
@@ -34,6 +35,7 @@ struct TrainOptions {
   double baseline_momentum = 0.9;  ///< μ ∈ [0, 1)
   double c_max = 0;                ///< iterations of the full static path; 0: K · forward.max_iter
   double random_path_share = 0.5;  ///< warm-up: share of samples on a random path (the rest static)
+  bool gumbel = false;  ///< agent and joint phases: straight-through Gumbel-softmax instead of REINFORCE
 };
 
 /// The three-phase schedule (§4 Training), in optimiser steps.
@@ -63,6 +65,7 @@ inline void validate(const Config& c) {
   require(c.S >= 1, "DynaLay", "S", ">= 1", c.S);
   require(c.S >= c.K, "DynaLay", "S", detail::text(">= K = ", c.K, " (the static path of all K layers must fit)"), c.S);
   require(c.hidden >= 1, "DynaLay", "hidden", ">= 1", c.hidden);
+  require(std::isfinite(c.gumbel_tau) && c.gumbel_tau > 0, "DynaLay", "gumbel_tau", "finite and > 0", c.gumbel_tau);
   fpi::validate(c.fpi, "DynaLay");
 }
 

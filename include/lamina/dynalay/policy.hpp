@@ -11,6 +11,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "lamina/core/module.hpp"
 #include "lamina/core/random.hpp"
@@ -142,6 +143,37 @@ void add_reinforce_grad(const T* p, index_t K, index_t a, double advantage, doub
     const double g = -advantage * ((j == a ? 1.0 : 0.0) - pj) + beta * pj * (std::log(pj) + h);
     dl[j] += T(scale * g);
   }
+}
+
+/// Gumbel-softmax (straight-through, the option of §4 Training): with
+/// g_j ~ Gumbel(0, 1) on the allowed actions, a = argmax(l + g) is an exact draw
+/// from π, and y = softmax((l + g)/τ) its relaxation. The chosen action's output
+/// is multiplied by the gate ŷ = y_a / sg(y_a) (value 1: the forward is
+/// unchanged), so a loss L reaches the logits as
+///   ∂L/∂l_j = ∂L/∂ŷ · (1[j = a] − y_j) / τ.
+/// gumbel_action writes y into soft and returns a.
+template <class T>
+index_t gumbel_action(const T* logits, index_t s, index_t S, index_t K, double tau, Rng& rng, T* soft) {
+  std::vector<double> v(static_cast<std::size_t>(K + 1), 0.0);
+  index_t a = K;
+  double m = -std::numeric_limits<double>::infinity();
+  for (index_t j = 0; j <= K; ++j) {
+    if (!allowed(j, s, S, K)) continue;
+    const double u = (double(rng() >> 11) + 0.5) * 0x1.0p-53;  // in (0, 1)
+    v[std::size_t(j)] = double(logits[j]) - std::log(-std::log(u));
+    if (v[std::size_t(j)] > m) m = v[std::size_t(j)], a = j;
+  }
+  double z = 0;
+  for (index_t j = 0; j <= K; ++j) z += allowed(j, s, S, K) ? std::exp((v[std::size_t(j)] - m) / tau) : 0.0;
+  for (index_t j = 0; j <= K; ++j) soft[j] = allowed(j, s, S, K) ? T(std::exp((v[std::size_t(j)] - m) / tau) / z) : T(0);
+  return a;
+}
+
+/// Adds gate · (1[j = a] − y_j) / τ into dl (the straight-through gradient above).
+template <class T>
+void add_gumbel_grad(const T* soft, index_t K, index_t a, double gate, double tau, T* dl) {
+  for (index_t j = 0; j <= K; ++j)
+    if (soft[j] > 0) dl[j] += T(gate * ((j == a ? 1.0 : 0.0) - double(soft[j])) / tau);
 }
 
 /// The moving-average baseline; its state [value, initialised] is a checkpointed buffer.

@@ -9,6 +9,10 @@
 //           REINFORCE with advantage R − b (moving-average baseline, updated
 //           after the step) and an entropy bonus; into the agent alone;
 //   joint   both: the task loss on the sampled paths and the policy gradient.
+// With TrainOptions::gumbel the agent and joint phases draw paths by Gumbel-max
+// and train the agent with the straight-through gradient of the task loss plus
+// λ_c·C/C_max + λ_r·repeats (model.hpp backward_gumbel) instead of REINFORCE;
+// the rewards and the baseline are still computed and reported.
 // Checkpoints (io/checkpoint.hpp format) hold the model, the agent and the
 // baseline's state.
 #include <algorithm>
@@ -76,15 +80,20 @@ class Trainer {
       const auto paths = warmup_paths(N, rng);
       m_.forward(x, e_, Control::forced, true, nullptr, paths);
     } else {
-      m_.forward(x, e_, Control::sample, true, &rng);
+      m_.forward(x, e_, o_.gumbel ? Control::gumbel : Control::sample, true, &rng);
     }
     StepStats st{.phase = phase};
     st.loss = double(ce_.forward(e_.logits.cview(), labels));
     st.accuracy = double(ce_.correct()) / double(N);
     mark_correct(labels);
     summarise(st);
-    if (phase != Phase::agent) task_backward();
-    if (phase != Phase::warmup) policy_backward(st);
+    if (phase == Phase::warmup) {
+      task_backward(true);
+      return st;
+    }
+    if (o_.gumbel) task_backward(phase == Phase::joint);  // the gates; the model only when joint
+    if (!o_.gumbel && phase == Phase::joint) task_backward(true);
+    policy_backward(st);
     return st;
   }
 
@@ -111,11 +120,11 @@ class Trainer {
     st.mean_iterations /= double(e_.samples.size());
     st.mean_flops /= double(e_.samples.size());
   }
-  void task_backward() {
+  void task_backward(bool params) {
     dlogits_.resize(e_.logits.shape());
     dlogits_.zero();
     ce_.backward(dlogits_.view());
-    m_.backward_task(e_, dlogits_.cview(), View<T>{}, {.input = false});
+    m_.backward_task(e_, dlogits_.cview(), View<T>{}, {.input = false, .params = params});
   }
   void policy_backward(StepStats& st) {
     const std::size_t N = e_.samples.size();
@@ -130,7 +139,10 @@ class Trainer {
       adv_[i] = r - b;
     }
     mean /= double(N);
-    m_.backward_policy(e_, adv_, o_.entropy, 1.0 / double(N));
+    if (o_.gumbel)
+      m_.backward_gumbel(e_, o_.lambda_c / cm, o_.lambda_r, o_.entropy, 1.0 / double(N));
+    else
+      m_.backward_policy(e_, adv_, o_.entropy, 1.0 / double(N));
     baseline_.update(mean);
     st.reward = mean, st.baseline = b;
   }
