@@ -421,6 +421,13 @@ TEST_CASE("Training phases: what each one trains", "[dynalay]") {
   }
   CHECK(reward(true, 30, 60, 2, t.options()) == Approx(1 - 0.3 * 0.5 - 0.05 * 2));
   CHECK(t.c_max() == double(2 * 300));
+  Model::Episode st;
+  m.forward(x.cview(), st, Control::forced, false, nullptr, Paths(8, std::vector<index_t>{0, 1}));
+  double mean = 0;
+  for (const auto& s : st.samples) mean += double(s.iterations) / 8;
+  CHECK(t.calibrate_c_max(x.cview()) == Approx(mean));
+  CHECK(t.c_max() == Approx(mean));
+  CHECK(mean < 2 * 300);
   CHECK_THROWS_WITH(t.step(x.cview(), y, Phase::done, rng), Contains("phase"));
 }
 

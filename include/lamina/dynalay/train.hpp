@@ -53,6 +53,24 @@ class Trainer {
   double c_max() const noexcept {
     return o_.c_max > 0 ? o_.c_max : double(m_.config().K * m_.config().fpi.forward.max_iter);
   }
+  /// Sets C_max to the mean FPI iterations of the full static path on x (the
+  /// spec's definition, measured): call it after the warm-up.
+  double calibrate_c_max(ConstView<T> x) {
+    const index_t N = x.rank() == 2 ? x.dim(0) : 0;
+    const std::vector<index_t> all = [&] {
+      std::vector<index_t> p;
+      for (index_t k = 0; k < m_.config().K; ++k) p.push_back(k);
+      return p;
+    }();
+    const std::vector<std::vector<index_t>> paths(static_cast<std::size_t>(N), all);
+    m_.forward(x, e_, Control::forced, false, nullptr, paths);
+    double c = 0;
+    for (const SampleTrace& t : e_.samples) c += double(t.iterations);
+    c /= double(e_.samples.size());
+    require(c > 0, "DynaLay Trainer", "static-path iterations", "> 0", c);
+    o_.c_max = c;
+    return c;
+  }
   typename DynaLay<T>::Episode& episode() noexcept { return e_; }
 
   /// The static path (all K layers in order) or, with probability
