@@ -633,3 +633,34 @@ TEST_CASE("Training with the Gumbel-softmax option", "[dynalay]") {
   c.gumbel_tau = 0;
   CHECK_THROWS_WITH(Model(c, rng), Contains("DynaLay: gumbel_tau: expected finite and > 0, got 0"));
 }
+
+TEST_CASE("REINFORCE end to end: a large compute penalty teaches the agent to answer early", "[dynalay]") {
+  Model m = make(51);
+  Trainer<double> t(m, {.lambda_c = 1.0, .lambda_r = 0.0, .entropy = 0.0, .baseline_momentum = 0.8});
+  const auto x = gradcheck::random_tensor({32, 3}, 91, -1.5, 1.5);
+  std::vector<std::int32_t> y(32);
+  for (std::size_t i = 0; i < y.size(); ++i) y[i] = std::int32_t(i % 2);
+  t.calibrate_c_max(x.cview());
+  Rng rng(12);
+  auto mean_steps = [&]() {
+    Model::Episode e;
+    double steps = 0;
+    for (int r = 0; r < 10; ++r) {
+      m.forward(x.cview(), e, Control::sample, false, &rng);
+      for (const auto& s : e.samples) steps += double(s.path.size()) / (32.0 * 10);
+    }
+    return steps;
+  };
+  const double before = mean_steps();
+  for (int it = 0; it < 150; ++it) {
+    zero_grad(m);
+    t.step(x.cview(), y, Phase::agent, rng);
+    m.visit_agent([](const ParamRef<double>& p) {
+      for (index_t i = 0; i < p.value.size(); ++i) p.value.data()[i] -= 0.5 * p.grad.data()[i];
+    }, "");
+  }
+  const double after = mean_steps();
+  INFO("mean FPI steps per sample: before " << before << ", after " << after);
+  CHECK(before > 1.0);
+  CHECK(after < 0.3 * before);
+}
