@@ -11,6 +11,11 @@
 //   BM_Backward<B>/D:  backward of mode B after a training forward, interleaved
 //                      with a forward solve (infer) of the same layer; `ratio` =
 //                      backward time / forward-solve time
+//   BM_DynaLay<C>/D:    one inference episode of the E3 DynaLay model (in 784,
+//                      width D, 10 classes, K = 3, S = 4, untrained) on 128 rows,
+//                      static path (forced) or greedy agent; counters: mean FPI
+//                      iterations and model / agent kFLOPs per sample
+//   BM_DynaLayStep<P>/D: one training step (forward and backward) of phase P
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -89,6 +94,50 @@ void BM_Backward(benchmark::State& st) {
   if (B == fpi::BackwardMode::implicit) st.counters["adj_iter"] = layer.last_backward_report().mean_iterations();
 }
 
+dynalay::DynaLay<float> e3_dynalay(index_t D) {
+  Rng rng(15);
+  return dynalay::DynaLay<float>({.in = 784, .width = D, .classes = 10, .K = 3, .S = 4}, rng);
+}
+
+void report_episode(benchmark::State& st, const std::vector<dynalay::SampleTrace>& t) {
+  double it = 0, model = 0, agent = 0;
+  for (const auto& s : t) it += double(s.iterations), model += double(s.flops.model()), agent += double(s.flops.agent);
+  const double n = double(t.size());
+  st.counters["mean_iter"] = it / n;
+  st.counters["model_kflop"] = model / n / 1e3;
+  st.counters["agent_kflop"] = agent / n / 1e3;
+}
+
+template <dynalay::Control C>
+void BM_DynaLay(benchmark::State& st) {
+  set_num_threads(1);
+  auto m = e3_dynalay(st.range(0));
+  const auto x = random({N, 784}, 4);
+  const std::vector<std::vector<index_t>> all(std::size_t(N), std::vector<index_t>{0, 1, 2});
+  dynalay::DynaLay<float>::Episode e;
+  for (auto _ : st) {
+    m.forward(x.cview(), e, C, false, nullptr, all);
+    benchmark::DoNotOptimize(e.logits.data());
+  }
+  report_episode(st, e.samples);
+}
+
+template <dynalay::Phase P>
+void BM_DynaLayStep(benchmark::State& st) {
+  set_num_threads(1);
+  auto m = e3_dynalay(st.range(0));
+  dynalay::Trainer<float> t(m);
+  const auto x = random({N, 784}, 4);
+  std::vector<std::int32_t> y(static_cast<std::size_t>(N));
+  for (std::size_t i = 0; i < y.size(); ++i) y[i] = std::int32_t(i % 10);
+  Rng rng(5);
+  for (auto _ : st) {
+    const auto s = t.step(x.cview(), y, P, rng);
+    benchmark::DoNotOptimize(s.loss);
+  }
+  report_episode(st, t.episode().samples);
+}
+
 }  // namespace
 
 BENCHMARK_TEMPLATE(BM_Solve, fpi::Method::picard)->Arg(64)->Arg(128)->Unit(benchmark::kMillisecond);
@@ -98,5 +147,11 @@ BENCHMARK_TEMPLATE(BM_Backward, fpi::BackwardMode::implicit)->Arg(64)->Arg(128)-
 BENCHMARK_TEMPLATE(BM_Backward, fpi::BackwardMode::phantom)->Arg(64)->Arg(128)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_Backward, fpi::BackwardMode::one_step)->Arg(64)->Arg(128)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_Backward, fpi::BackwardMode::unrolled)->Arg(64)->Arg(128)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK_TEMPLATE(BM_DynaLay, dynalay::Control::forced)->Arg(64)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_DynaLay, dynalay::Control::greedy)->Arg(64)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_DynaLayStep, dynalay::Phase::warmup)->Arg(64)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_DynaLayStep, dynalay::Phase::agent)->Arg(64)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_DynaLayStep, dynalay::Phase::joint)->Arg(64)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

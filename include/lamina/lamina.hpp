@@ -17,6 +17,7 @@
 #include "lamina/data/idx.hpp"
 #include "lamina/dist/communicator.hpp"
 #include "lamina/dist/data_parallel.hpp"
+#include "lamina/dynalay/dynalay.hpp"
 #include "lamina/fpi/fpi.hpp"
 #include "lamina/io/atomic_file.hpp"
 #include "lamina/io/checkpoint.hpp"
