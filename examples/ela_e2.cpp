@@ -304,14 +304,6 @@ void plot_dt(const Config& c, const examples::Records& rec) {
                             "D_t (epoch mean)", series);
 }
 
-/// The std column: "-" for a single seed.
-std::string sd(const cl::Summary& s, int decimals) {
-  if (s.n < 2) return "-";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.*f", decimals, s.std);
-  return b;
-}
-
 struct Row {
   cl::Summary acc, secs;
   double ms_step_train, skipped;
@@ -385,7 +377,7 @@ void summarize(const Config& c, const examples::Settings& s, const examples::Rec
     const Row r = rows[v] = row_of(v, c, rec, timing);
     const index_t params = params_of(v, c);
     std::printf("%-10s %4zu %8.2f ± %4s %8ld %8.1f ± %4s %10.1f %9.1f %9.3f %10.1f %8.1f%%\n", v.c_str(), r.acc.n,
-                r.acc.mean, sd(r.acc, 2).c_str(), long(params), r.secs.mean, sd(r.secs, 1).c_str(), r.ms_step_train, r.t.ms_per_step,
+                r.acc.mean, cl::format_std(r.acc, 2).c_str(), long(params), r.secs.mean, cl::format_std(r.secs, 1).c_str(), r.ms_step_train, r.t.ms_per_step,
                 r.t.step_ratio, r.attention_ms, 100 * (r.skipped == r.skipped ? r.skipped : 0.0));
     j["variants"][v] = {{"runs", r.acc.n}, {"test_accuracy", examples::to_json(r.acc)},
                         {"accuracies", rec.values(v, c.seeds, "test_accuracy", 100)}, {"params", params},

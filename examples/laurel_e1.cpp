@@ -198,7 +198,8 @@ void summarize(const Config& c, const examples::Settings& s, const examples::Rec
     const index_t add = added(v);
     const double pct = base_params > 0 ? 100.0 * double(add) / double(base_params) : NAN;
     const examples::Timing t = timing.count(v) ? timing[v] : examples::Timing{};
-    std::printf("%-10s %6zu %9.2f ± %4.2f %14ld %9.3f%% %12.1f %12.3f %12.3f\n", v.c_str(), acc.n, acc.mean, acc.std,
+    std::printf("%-10s %6zu %9.2f ± %4s %14ld %9.3f%% %12.1f %12.3f %12.3f\n", v.c_str(), acc.n, acc.mean,
+                cl::format_std(acc).c_str(),
                 long(add), pct, t.ms_per_step, t.step_ratio, t.infer_ratio);
     j["variants"][v] = {{"runs", acc.n}, {"test_accuracy_mean", acc.mean}, {"test_accuracy_std", acc.n >= 2 ? json(acc.std) : json()},
                         {"accuracies", rec.values(v, c.seeds, "test_accuracy", 100)}, {"added_params", add},

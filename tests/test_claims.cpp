@@ -96,3 +96,10 @@ TEST_CASE("scaled, shifted and compound claims") {
   CHECK(cl::all_of({V::not_shown, V::did_not_hold}) == V::did_not_hold);
   CHECK(cl::condition(false) == V::did_not_hold);
 }
+
+TEST_CASE("format: numbers, and no std for one seed") {
+  CHECK(cl::format_std(cl::summarize({1, 2, 3, 4})) == "1.29");
+  CHECK(cl::format_std(cl::summarize({5})) == "-");
+  CHECK(cl::format(cl::summarize({5})) == "5.00 (n = 1)");
+  CHECK(cl::format(cl::welch(refs[2].a, refs[2].b)).find("df = 2.29") != std::string::npos);
+}

@@ -153,6 +153,14 @@ inline std::string format(const Summary& s, int decimals = 2) {
   return buf;
 }
 
+/// The std alone for a table column: "-" when n < 2.
+inline std::string format_std(const Summary& s, int decimals = 2) {
+  if (s.n < 2) return "-";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, s.std);
+  return buf;
+}
+
 /// The test's numbers for a report line.
 inline std::string format(const Welch& w, int decimals = 2) {
   std::string s = format(w.a, decimals) + " vs " + format(w.b, decimals);
