@@ -31,6 +31,7 @@
 #include <span>
 
 #include "common/claims.hpp"
+#include "common/cli.hpp"
 #include "common/experiment.hpp"
 #include "common/svg_plot.hpp"
 #include "lamina/lamina.hpp"
@@ -98,30 +99,17 @@ std::vector<std::string> block_names(const Config& c) {
 
 cxxopts::Options make_cli() {
   cxxopts::Options cli("ela_e2", "E2: layer attention (MRLA-base, ELA, MRLA-light) on the ResNet, Fashion-MNIST");
+  examples::add_shared_options(cli, {.program = "ela_e2",
+                                     .variants = "none,mrla_base,ela,mrla_light",
+                                     .epochs = 2,
+                                     .train_limit = 2048,
+                                     .test_limit = 1000,
+                                     .epochs_note = "; ELA decides after the warm-up"});
   cli.add_options()
-    ("data", "Fashion-MNIST folder", cxxopts::value<std::string>()->default_value(data::default_fashion_mnist_dir().string()))
-    ("full", "the full run: all images, 10 epochs, 3 seeds, 7 timing rounds")
-    ("epochs", "epochs (default 2, or 10 with --full; ELA decides after the warm-up)", cxxopts::value<long>())
-    ("seeds", "seeds per variant (default 1, or 3 with --full)", cxxopts::value<long>())
-    ("train-limit", "first N training images (0 = all; default 2048, or all with --full)", cxxopts::value<long>())
-    ("test-limit", "first N test images (0 = all; default 1000, or all with --full)", cxxopts::value<long>())
-    ("variants", "comma-separated subset of: none,mrla_base,ela,mrla_light",
-     cxxopts::value<std::string>()->default_value("none,mrla_base,ela,mrla_light"))
     ("blocks", "BasicBlocks per stage (n)", cxxopts::value<long>()->default_value("4"))
     ("warmup", "ELA warm-up epochs w (0 = max(1, epochs / 10))", cxxopts::value<long>()->default_value("0"))
     ("q", "EBQM threshold q on u_t", cxxopts::value<double>()->default_value("0.3"))
-    ("rho", "EBQM cap: at most floor(rho x eligible blocks) skipped", cxxopts::value<double>()->default_value("0.5"))
-    ("batch", "batch size", cxxopts::value<long>()->default_value("128"))
-    ("lr", "base learning rate (cosine per step)", cxxopts::value<double>()->default_value("0.1"))
-    ("threads", "threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
-    ("timing-rounds", "interleaved timing rounds (0 = no timing; default 3, or 7 with --full)", cxxopts::value<long>())
-    ("timing-steps", "training steps per variant and round", cxxopts::value<long>()->default_value("10"))
-    ("train-only", "train the runs not yet recorded, then stop (no timing, no summary)")
-    ("no-train", "train nothing: time the variants and summarise the runs already recorded")
-    ("fresh", "ignore the runs already recorded in <out>/runs.json")
-    ("out", "output folder (default results/ela_e2, or results/ela_e2_full with --full: the recorded full run, resumed)",
-     cxxopts::value<std::string>())
-    ("h,help", "show this help");
+    ("rho", "EBQM cap: at most floor(rho x eligible blocks) skipped", cxxopts::value<double>()->default_value("0.5"));
   return cli;
 }
 

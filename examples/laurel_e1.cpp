@@ -28,6 +28,7 @@
 #include <map>
 
 #include "common/claims.hpp"
+#include "common/cli.hpp"
 #include "common/experiment.hpp"
 #include "common/svg_plot.hpp"
 #include "lamina/lamina.hpp"
@@ -79,28 +80,14 @@ struct Config {
 
 cxxopts::Options make_cli() {
   cxxopts::Options cli("laurel_e1", "E1: LAUREL variants of the ResNet on Fashion-MNIST");
+  examples::add_shared_options(cli, {.program = "laurel_e1",
+                                     .variants = "baseline,plus1,rw,rw_lr4,rw_lr8,rw_lr_pa",
+                                     .epochs = 1,
+                                     .train_limit = 4096,
+                                     .test_limit = 2000});
   cli.add_options()
-    ("data", "Fashion-MNIST folder", cxxopts::value<std::string>()->default_value(data::default_fashion_mnist_dir().string()))
-    ("full", "the full run: all images, 10 epochs, 3 seeds, 7 timing rounds")
-    ("epochs", "epochs (default 1, or 10 with --full)", cxxopts::value<long>())
-    ("seeds", "seeds per variant (default 1, or 3 with --full)", cxxopts::value<long>())
-    ("train-limit", "first N training images (0 = all; default 4096, or all with --full)", cxxopts::value<long>())
-    ("test-limit", "first N test images (0 = all; default 2000, or all with --full)", cxxopts::value<long>())
-    ("variants", "comma-separated subset of: baseline,plus1,rw,rw_lr4,rw_lr8,rw_lr_pa",
-     cxxopts::value<std::string>()->default_value("baseline,plus1,rw,rw_lr4,rw_lr8,rw_lr_pa"))
-    ("batch", "batch size", cxxopts::value<long>()->default_value("128"))
-    ("lr", "base learning rate (cosine per step)", cxxopts::value<double>()->default_value("0.1"))
     ("margin", "non-inferiority margin in accuracy points for the \"reaches\" and \">=\" claims (0: held only "
-     "when significantly above)", cxxopts::value<double>()->default_value("0"))
-    ("threads", "threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
-    ("timing-rounds", "interleaved timing rounds (0 = no timing; default 3, or 7 with --full)", cxxopts::value<long>())
-    ("timing-steps", "training steps per variant and round", cxxopts::value<long>()->default_value("10"))
-    ("train-only", "train the runs not yet recorded, then stop (no timing, no summary)")
-    ("no-train", "train nothing: time the variants and summarise the runs already recorded")
-    ("fresh", "ignore the runs already recorded in <out>/runs.json")
-    ("out", "output folder (default results/laurel_e1, or results/laurel_e1_full with --full: the recorded full run, resumed)",
-     cxxopts::value<std::string>())
-    ("h,help", "show this help");
+     "when significantly above)", cxxopts::value<double>()->default_value("0"));
   return cli;
 }
 
