@@ -13,7 +13,7 @@
 //                    cost), MRLA-light, no layer attention
 #include <benchmark/benchmark.h>
 
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"  // Eigen, with GCC 12's AVX-512 false positives silenced
 
 #include <chrono>
 #include <cmath>

@@ -10,7 +10,7 @@
 // aggregation of t arrays reads t and writes 1.
 #include <benchmark/benchmark.h>
 
-#include <Eigen/Core>
+#include "lamina/core/eigen_core.hpp"  // Eigen, with GCC 12's AVX-512 false positives silenced
 #include <vector>
 
 #include "lamina/core/aligned.hpp"

@@ -422,3 +422,36 @@ TEST_CASE("contract: the two-input cell tanh(z W + u) passes the gradient check 
   Tensor<double> bad(Shape{3, 5});
   CHECK_THROWS_WITH(cell.forward(z.cview(), bad.cview(), y.view(), c), Catch::Contains("Injected: u shape: expected [3, 4], got [3, 5]"));
 }
+
+TEST_CASE("stage memory: gradients read as zero after publish and zero_grads, without a zeroing pass for overwriting readers",
+          "[contract][memory]") {
+  StageMemory<double> mem;
+  Tensor<double> v(Shape{2, 3}, 1.0);
+  auto application = [&] {
+    mem.reset(2, true);
+    mem.publish(0, 7, v.cview());
+  };
+  application();
+  for (double& g : mem.grad(0, 7).span()) g = 5;  // a reader adds into it
+  application();                                   // the next application: the buffer is stale
+  for (double g : mem.grad(0, 7).span()) CHECK(g == 0.0);
+  bool fresh = true;
+  (void)mem.grad_unzeroed(0, 7, fresh);
+  CHECK_FALSE(fresh);  // grad() above already materialised the zeros
+
+  application();
+  for (double& g : mem.grad_unzeroed(0, 7, fresh).span()) g = 3;  // fresh: the reader assigns
+  CHECK(fresh);
+  (void)mem.grad_unzeroed(0, 7, fresh);
+  CHECK_FALSE(fresh);  // a second reader adds
+  for (double g : mem.grad(0, 7).span()) CHECK(g == 3.0);
+
+  mem.zero_grads();  // repeat a backward
+  (void)mem.grad_unzeroed(0, 7, fresh);
+  CHECK(fresh);
+  mem.zero_grads();
+  for (double g : mem.grad(0, 7).span()) CHECK(g == 0.0);
+  mem.reset(2, false);
+  mem.publish(0, 7, v.cview());
+  CHECK_THROWS_AS(mem.grad_unzeroed(0, 7, fresh), shape_error);  // no gradients in inference
+}

@@ -302,6 +302,44 @@ TEMPLATE_TEST_CASE("weighted aggregation and its backward equal the reference", 
       }
 }
 
+TEMPLATE_TEST_CASE("aggregation backward assigns the marked gradients and adds into the others", "[kernels][aggregation]",
+                   float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+  const T garbage = std::numeric_limits<T>::quiet_NaN();  // an assigned buffer's old contents must not be read
+  for (index_t t : {1, 3, 6})
+    for (index_t L = 0; L <= max_len<T>(); L += 5) {
+      INFO("t " << t << " L " << L);
+      std::vector<std::vector<T>> v, dv, dv_ref;
+      std::vector<const T*> vp;
+      std::vector<T*> dvp, dvp_ref;
+      std::vector<std::uint8_t> assign;
+      for (index_t s = 0; s < t; ++s) {
+        assign.push_back(std::uint8_t(s % 2 == 0));  // 0, 2, 4 assigned; 1, 3, 5 added into
+        v.push_back(randv<T>(L, std::uint64_t(s * 31 + L)));
+        dv.push_back(assign.back() ? std::vector<T>(std::size_t(L), garbage) : randv<T>(L, std::uint64_t(s * 37 + L)));
+        dv_ref.push_back(dv.back());
+      }
+      for (index_t s = 0; s < t; ++s) {
+        vp.push_back(v[std::size_t(s)].data());
+        dvp.push_back(dv[std::size_t(s)].data());
+        dvp_ref.push_back(dv_ref[std::size_t(s)].data());
+      }
+      const auto w = randv<T>(t, 11), dout = randv<T>(L, 12);
+      std::vector<T> dw(std::size_t(t), T(0.5)), dw_ref(std::size_t(t), T(0.5));
+      k::weighted_sum_backward<k::default_arch, T>(vp, w, dout.data(), dvp, dw, L, assign);
+      k::ref::weighted_sum_backward<T>(vp, w, dout.data(), dvp_ref, dw_ref, L, assign);
+      for (index_t s = 0; s < t; ++s) {
+        REQUIRE(close(dw[std::size_t(s)], dw_ref[std::size_t(s)], tol, tol * std::sqrt(double(L + 1))));
+        for (index_t i = 0; i < L; ++i) {
+          const T got = dv[std::size_t(s)][std::size_t(i)];
+          REQUIRE(close(got, dv_ref[std::size_t(s)][std::size_t(i)], tol, tol));
+          if (assign[std::size_t(s)]) REQUIRE(got == w[std::size_t(s)] * dout[std::size_t(i)]);
+        }
+      }
+    }
+}
+
 TEMPLATE_TEST_CASE("depthwise 3x3 convolution equals the reference for every width", "[kernels][depthwise]", float, double) {
   using T = TestType;
   const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;

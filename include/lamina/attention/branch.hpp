@@ -18,6 +18,7 @@
 // L = d_h·H·W elements), all through the dispatch table.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -113,11 +114,12 @@ class LayerAttentionBranch {
     require_input_grad(dx, c.X.shape(), g, "LayerAttention");
     View<T> dX = g.input ? dx : zeroed(dx_scratch_, c.X.shape());
     const Dims d = dims(c.X.shape());
-    View<T> dV = own_grad(c, memory_key::attention_v, dV_scratch_, c.V.shape());
+    bool dv_fresh = false;
+    View<T> dV = own_dV(c, dv_fresh);
     View<T> dK = own_grad(c, memory_key::attention_k, dK_scratch_, c.K.shape());
     zeroed(dQ_, c.Q.shape());
     if (light()) light_backward(c, dLA, dV, dK, d, g.params);
-    else base_backward(c, dLA, dV, dK, d);
+    else base_backward(c, dLA, dV, dv_fresh, dK, d);
     projections_backward(c, dV, dK, dX, d, g.params);
     if (light() && c.memory.attached()) axpy(dX.data(), c.memory.own_grad(memory_key::attention_x).data(), dX.size());
   }
@@ -147,6 +149,17 @@ class LayerAttentionBranch {
   View<T> own_grad(const Cache& c, std::uint32_t key, Tensor<T>& scratch, const Shape& s) const {
     if (c.memory.attached() && c.memory.training() && !light()) return c.memory.own_grad(key);
     return zeroed(scratch, s);
+  }
+  // The block's own dV: its stage-memory buffer (base, in a training stage) or
+  // scratch. `fresh`: nothing was added into it yet, and base's retrieval
+  // backward assigns it instead of adding (no zeroing pass); light adds.
+  View<T> own_dV(const Cache& c, bool& fresh) {
+    if (c.memory.attached() && c.memory.training() && !light())
+      return c.memory.own_grad_unzeroed(memory_key::attention_v, fresh);
+    fresh = !light();
+    if (!fresh) return zeroed(dV_scratch_, c.V.shape());
+    dV_scratch_.resize(c.V.shape());
+    return dV_scratch_.view();
   }
   T inv_sqrt_dh() const noexcept { return T(1 / std::sqrt(double(dh_))); }
 
@@ -228,18 +241,24 @@ class LayerAttentionBranch {
     last_D_ = double(red_(c.A.cview(), mem.value(a_blocks_[0], memory_key::attention_a), red_d_.view()));
   }
 
-  void base_backward(const Cache& c, ConstView<T> dLA, View<T> dV, View<T> dK, const Dims& d) {
+  // Every dV_s that no later block wrote yet is assigned, not zeroed and added to.
+  void base_backward(const Cache& c, ConstView<T> dLA, View<T> dV, bool dv_fresh, View<T> dK, const Dims& d) {
     const index_t t = c.A.dim(1);
     const auto& k = kernels::table<T>();
     zeroed(dA_, c.A.shape());
-    vp_.resize(std::size_t(t)), dvp_.resize(std::size_t(t));
+    const std::size_t n = std::size_t(t);
+    vbase_.resize(n), dvbase_.resize(n), assign_.resize(n), vp_.resize(n), dvp_.resize(n);
+    for (index_t s = 0; s < t; ++s) {
+      bool fresh = dv_fresh;
+      vbase_[std::size_t(s)] = value_of(c, s, t);
+      dvbase_[std::size_t(s)] = s + 1 == t ? dV.data()
+                                           : c.memory.grad_unzeroed(c.seen[std::size_t(s)], memory_key::attention_v, fresh).data();
+      assign_[std::size_t(s)] = fresh ? 1 : 0;
+    }
     for (index_t r = 0; r < d.R; ++r) {
-      for (index_t s = 0; s < t; ++s) {
-        vp_[std::size_t(s)] = value_of(c, s, t) + r * d.L;
-        dvp_[std::size_t(s)] = grad_of(c, memory_key::attention_v, s, t, dV) + r * d.L;
-      }
-      k.weighted_sum_backward(vp_.data(), c.A.data() + r * t, std::size_t(t), dLA.data() + r * d.L, dvp_.data(),
-                              dA_.data() + r * t, d.L);
+      for (std::size_t s = 0; s < n; ++s) vp_[s] = vbase_[s] + r * d.L, dvp_[s] = dvbase_[s] + r * d.L;
+      k.weighted_sum_backward(vp_.data(), c.A.data() + r * t, n, dLA.data() + r * d.L, dvp_.data(), dA_.data() + r * t,
+                              d.L, assign_.data());
     }
     zeroed(dS_, c.A.shape());
     k.softmax_backward_rows_short(c.A.data(), dA_.data(), dS_.data(), d.R, t);
@@ -342,8 +361,9 @@ class LayerAttentionBranch {
   Redundancy<T> red_;
   double last_D_ = std::numeric_limits<double>::quiet_NaN();
   index_t computed_ = 0;
-  std::vector<const T*> vp_;
-  std::vector<T*> dvp_;
+  std::vector<const T*> vp_, vbase_;
+  std::vector<T*> dvp_, dvbase_;
+  std::vector<std::uint8_t> assign_;
   std::vector<std::size_t> a_blocks_;
   Tensor<T> dA_, dS_, dQ_, dy_, dV_scratch_, dK_scratch_, dx_scratch_, dwv_scratch_, red_d_;
   Cache infer_, cache_;

@@ -8,8 +8,10 @@
 // - An entry is active once its block published something in this application;
 //   a block that is switched off (an EBQM-skipped retrieval) publishes nothing, and
 //   later blocks do not see it: earlier() lists active entries only.
-// - In training each published tensor has a gradient buffer of its shape, zeroed
-//   when published and by zero_grads(). Readers add into it in their backward;
+// - In training each published tensor has a gradient buffer of its shape, zero
+//   when published and after zero_grads() (lazily: filled on the first grad(),
+//   or overwritten by a reader that asks for grad_unzeroed() and writes all of
+//   it, which saves a pass over large buffers). Readers add into it in their backward;
 //   the publisher reads the sum in its own backward, which runs after all of its
 //   readers' (a stage runs its blocks' backward last to first).
 // - Stage keeps one memory per application in its Cache and resets it at the start
@@ -18,6 +20,7 @@
 //   the block outputs; a block publishes tensors it keeps in its own Cache).
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "lamina/core/module.hpp"
@@ -53,7 +56,8 @@ class StageMemory {
   bool training() const noexcept { return training_; }
 
   /// Block `block` publishes `value` under `key` (again in one application: the
-  /// latest value wins). In training its gradient buffer is sized and zeroed.
+  /// latest value wins). In training its gradient buffer is sized and reads as
+  /// zero (zeroed when first asked for by grad(); see grad_unzeroed()).
   void publish(std::size_t block, Key key, ConstView<T> value) {
     check_block(block);
     require_contiguous(value, "StageMemory", "published value");
@@ -62,7 +66,7 @@ class StageMemory {
     it.live = true;
     if (training_) {
       it.grad.resize(value.shape());
-      fill_zero(it.grad.data(), it.grad.size());
+      it.zero_pending = true;
     }
   }
   /// True when `block` published `key` in this application.
@@ -77,8 +81,20 @@ class StageMemory {
   ConstView<T> value(std::size_t block, Key key) const { return get(*this, block, key, "value()").value; }
   /// dL/d(value): readers add into it (training only).
   View<T> grad(std::size_t block, Key key) {
-    Item& it = get(*this, block, key, "grad()");
-    require<shape_error>(training_, "StageMemory", "grad()", "a training forward", "an inference pass");
+    Item& it = grad_item(block, key, "grad()");
+    if (it.zero_pending) fill_zero(it.grad.data(), it.grad.size());
+    it.zero_pending = false;
+    return it.grad.view();
+  }
+  /// dL/d(value) for a reader that writes every element of it in this call:
+  /// when `fresh` comes back true nothing has been added since the buffer was
+  /// last (lazily) zeroed, it holds stale values, and the reader must assign
+  /// instead of add; later readers get fresh = false and add. Saves the
+  /// zeroing pass over a large buffer (layer attention's dV).
+  View<T> grad_unzeroed(std::size_t block, Key key, bool& fresh) {
+    Item& it = grad_item(block, key, "grad_unzeroed()");
+    fresh = it.zero_pending;
+    it.zero_pending = false;
     return it.grad.view();
   }
   /// The blocks before `block` that published `key`, most recent first, at most
@@ -88,12 +104,13 @@ class StageMemory {
     for (std::size_t j = std::min(block, blocks_); j-- > 0 && out.size() < max;)
       if (has(j, key)) out.push_back(j);
   }
-  /// Zeroes every gradient buffer (a stage does so before each backward, which
-  /// makes its backward repeatable).
+  /// Sets every gradient buffer to zero (a stage does so before each backward,
+  /// which makes its backward repeatable); lazily: a buffer is filled when
+  /// first asked for by grad(), or overwritten by a grad_unzeroed() reader.
   void zero_grads() noexcept {
     for (std::size_t b = 0; b < blocks_; ++b)
       for (Item& it : entries_[b])
-        if (it.live) fill_zero(it.grad.data(), it.grad.size());
+        if (it.live) it.zero_pending = true;
   }
 
  private:
@@ -102,14 +119,20 @@ class StageMemory {
     bool live = false;
     ConstView<T> value;
     Tensor<T> grad;
+    bool zero_pending = false;  ///< grad reads as zero but is not filled yet
   };
+  Item& grad_item(std::size_t block, Key key, std::string_view what) {
+    Item& it = get(*this, block, key, what);
+    require<shape_error>(training_, "StageMemory", what, "a training forward", "an inference pass");
+    return it;
+  }
   void check_block(std::size_t block) const {
     require<shape_error>(block < blocks_, "StageMemory", "block index", detail::text("< ", blocks_), block);
   }
   Item& slot(std::size_t block, Key key) {
     for (Item& it : entries_[block])
       if (it.key == key) return it;
-    entries_[block].push_back(Item{key, false, {}, {}});
+    entries_[block].push_back(Item{key, false, {}, {}, false});
     return entries_[block].back();
   }
   // The live item of (block, key), or nullptr; const or not as the memory is.
@@ -157,8 +180,12 @@ class BlockMemory {
   }
   ConstView<T> value(std::size_t block, std::uint32_t key) const { return m_->value(block, key); }
   View<T> grad(std::size_t block, std::uint32_t key) const { return m_->grad(block, key); }
+  View<T> grad_unzeroed(std::size_t block, std::uint32_t key, bool& fresh) const {
+    return m_->grad_unzeroed(block, key, fresh);
+  }
   /// The gradient of this block's own published tensor.
   View<T> own_grad(std::uint32_t key) const { return m_->grad(block_, key); }
+  View<T> own_grad_unzeroed(std::uint32_t key, bool& fresh) const { return m_->grad_unzeroed(block_, key, fresh); }
 
  private:
   StageMemory<T>* m_ = nullptr;

@@ -5,6 +5,7 @@
 // lamina::dispatch), the table is chosen once at run time among SSE2, AVX2+FMA
 // and AVX-512, so one binary runs on any x86-64 at that machine's best width.
 #include <cstddef>
+#include <cstdint>
 #include <span>
 
 #include "lamina/kernels/depthwise_conv3x3.hpp"
@@ -25,8 +26,9 @@ struct KernelTable {
   T (*kl_probs)(const T* p, const T* q, index_t n, T eps);
   T (*kl_logits)(const T* a, const T* b, index_t n);
   void (*weighted_sum)(const T* const* v, const T* w, std::size_t t, T* o, index_t L);
+  /// assign: nullptr (add into every dv[k]) or t flags (set: dv[k] = w[k]·dout).
   void (*weighted_sum_backward)(const T* const* v, const T* w, std::size_t t, const T* dout, T* const* dv, T* dw,
-                                index_t L);
+                                index_t L, const std::uint8_t* assign);
   void (*depthwise_conv3x3)(const T* x, const T* w, T* y, index_t B, index_t C, index_t H, index_t W);
   void (*depthwise_conv3x3_backward)(const T* x, const T* w, const T* dy, T* dx, T* dw, index_t B, index_t C,
                                      index_t H, index_t W);
@@ -50,9 +52,11 @@ KernelTable<T> make_table() {
           [](const T* const* v, const T* w, std::size_t t, T* o, index_t L) {
             weighted_sum<Arch, T>(std::span<const T* const>(v, t), std::span<const T>(w, t), o, L);
           },
-          [](const T* const* v, const T* w, std::size_t t, const T* dout, T* const* dv, T* dw, index_t L) {
+          [](const T* const* v, const T* w, std::size_t t, const T* dout, T* const* dv, T* dw, index_t L,
+             const std::uint8_t* assign) {
             weighted_sum_backward<Arch, T>(std::span<const T* const>(v, t), std::span<const T>(w, t), dout,
-                                           std::span<T* const>(dv, t), std::span<T>(dw, t), L);
+                                           std::span<T* const>(dv, t), std::span<T>(dw, t), L,
+                                           assign ? std::span<const std::uint8_t>(assign, t) : std::span<const std::uint8_t>{});
           },
           static_cast<void (*)(const T*, const T*, T*, index_t, index_t, index_t, index_t)>(&depthwise_conv3x3<Arch, T>),
           static_cast<void (*)(const T*, const T*, const T*, T*, T*, index_t, index_t, index_t, index_t)>(

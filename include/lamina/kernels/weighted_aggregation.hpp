@@ -1,9 +1,13 @@
 #pragma once
 // Weighted aggregation, the layer-attention retrieval (spec/kernels.md,
 // layer_attention.md §3):  o = Σ_{s<t} w_s v_s  over t arrays of length L,
-// and its backward  ∂v_s += w_s ∂o,  ∂w_s += <∂o, v_s>.
+// and its backward  ∂v_s += w_s ∂o,  ∂w_s += <∂o, v_s>  (or ∂v_s = w_s ∂o for the
+// s marked `assign`: a gradient buffer nothing has written yet need not be
+// zeroed first, which saves a pass over it).
 // Each v_s is read once and o written once (t + 1 streams); the backward reads
-// ∂o once for all s. NaN/Inf propagate as in the arithmetic (0·Inf = NaN).
+// ∂o once for all s. NaN/Inf propagate as in the arithmetic (0·Inf = NaN); an
+// assigned ∂v_s does not see what the buffer held before (NaN garbage included).
+#include <cstdint>
 #include <span>
 #include <vector>
 
@@ -23,11 +27,13 @@ void weighted_sum(std::span<const T* const> v, std::span<const T> w, T* o, index
 }
 template <class T>
 void weighted_sum_backward(std::span<const T* const> v, std::span<const T> w, const T* dout,
-                           std::span<T* const> dv, std::span<T> dw, index_t L) {
+                           std::span<T* const> dv, std::span<T> dw, index_t L,
+                           std::span<const std::uint8_t> assign = {}) {
   for (std::size_t k = 0; k < v.size(); ++k) {
+    const bool set = !assign.empty() && assign[k];
     T d = 0;
     for (index_t i = 0; i < L; ++i) {
-      dv[k][i] += w[k] * dout[i];
+      dv[k][i] = (set ? T(0) : dv[k][i]) + w[k] * dout[i];
       d += dout[i] * v[k][i];
     }
     dw[k] += d;
@@ -64,40 +70,50 @@ void weighted_sum(std::span<const T* const> v, std::span<const T> w, T* o, index
   }
 }
 
-/// dv[k] += w[k]·dout, dw[k] += <dout, v[k]> (adds, as every backward in lamina).
-/// The row runs in L1-sized chunks; within a chunk each k is one streaming pass
-/// (dout re-read from L1), with its dot product in two registers. Chunk sums
-/// fold into a total per k: two-level summation for long rows.
-template <class Arch = default_arch, class T>
-void weighted_sum_backward(std::span<const T* const> v, std::span<const T> w, const T* dout,
-                           std::span<T* const> dv, std::span<T> dw, index_t L) {
+namespace detail {
+// One k of weighted_sum_backward: dvk (+)= wk·dout, returns <dout, vk>.
+template <class Arch, bool Assign, class T>
+T aggregation_pass(const T* vk, T wk_s, const T* dout, T* dvk, index_t L) {
   using V = batch<T, Arch>;
   constexpr index_t W = index_t(V::size), chunk = 2048;
-  const std::size_t t = v.size();
-  for (std::size_t k = 0; k < t; ++k) {
-    const T* vk = v[k];
-    T* dvk = dv[k];
-    const V wk(w[k]);
-    T total = 0;
-    for (index_t c0 = 0; c0 < L; c0 += chunk) {
-      const index_t c1 = std::min(L, c0 + chunk);
-      V acc0(T(0)), acc1(T(0));
-      index_t i = c0;
-      for (; i + 2 * W <= c1; i += 2 * W) {
-        const V g0 = V::load_unaligned(dout + i), g1 = V::load_unaligned(dout + i + W);
-        acc0 = xsimd::fma(g0, V::load_unaligned(vk + i), acc0);
-        acc1 = xsimd::fma(g1, V::load_unaligned(vk + i + W), acc1);
-        xsimd::fma(wk, g0, V::load_unaligned(dvk + i)).store_unaligned(dvk + i);
-        xsimd::fma(wk, g1, V::load_unaligned(dvk + i + W)).store_unaligned(dvk + i + W);
-      }
-      T part = xsimd::hadd(acc0 + acc1);
-      for (; i < c1; ++i) {
-        part += dout[i] * vk[i];
-        dvk[i] += w[k] * dout[i];
-      }
-      total += part;
+  const V wk(wk_s);
+  auto old = [&](index_t i) { return Assign ? V(T(0)) : V::load_unaligned(dvk + i); };
+  T total = 0;
+  for (index_t c0 = 0; c0 < L; c0 += chunk) {
+    const index_t c1 = std::min(L, c0 + chunk);
+    V acc0(T(0)), acc1(T(0));
+    index_t i = c0;
+    for (; i + 2 * W <= c1; i += 2 * W) {
+      const V g0 = V::load_unaligned(dout + i), g1 = V::load_unaligned(dout + i + W);
+      acc0 = xsimd::fma(g0, V::load_unaligned(vk + i), acc0);
+      acc1 = xsimd::fma(g1, V::load_unaligned(vk + i + W), acc1);
+      xsimd::fma(wk, g0, old(i)).store_unaligned(dvk + i);
+      xsimd::fma(wk, g1, old(i + W)).store_unaligned(dvk + i + W);
     }
-    dw[k] += total;
+    T part = xsimd::hadd(acc0 + acc1);
+    for (; i < c1; ++i) {
+      part += dout[i] * vk[i];
+      dvk[i] = (Assign ? T(0) : dvk[i]) + wk_s * dout[i];
+    }
+    total += part;
+  }
+  return total;
+}
+}  // namespace detail
+
+/// dv[k] += w[k]·dout (dv[k] = w[k]·dout where assign[k] is set; an empty
+/// `assign` adds everywhere), dw[k] += <dout, v[k]>. The row runs in L1-sized
+/// chunks; within a chunk each k is one streaming pass (dout re-read from L1),
+/// with its dot product in two registers. Chunk sums fold into a total per k:
+/// two-level summation for long rows.
+template <class Arch = default_arch, class T>
+void weighted_sum_backward(std::span<const T* const> v, std::span<const T> w, const T* dout,
+                           std::span<T* const> dv, std::span<T> dw, index_t L,
+                           std::span<const std::uint8_t> assign = {}) {
+  for (std::size_t k = 0; k < v.size(); ++k) {
+    const T d = !assign.empty() && assign[k] ? detail::aggregation_pass<Arch, true>(v[k], w[k], dout, dv[k], L)
+                                             : detail::aggregation_pass<Arch, false>(v[k], w[k], dout, dv[k], L);
+    dw[k] += d;
   }
 }
 
