@@ -111,10 +111,10 @@ cxxopts::Options make_cli() {
                                      .epochs = 2,
                                      .train_limit = 4096,
                                      .test_limit = 2000,
-                                     .epochs_note = "; --full: 4 (see --help of the phases); model-training epochs"});
+                                     .epochs_note = "; --full: 15; model-training epochs, DynaLay's warm-up + joint"});
   cli.add_options()
-    ("agent-epochs", "DynaLay agent-phase epochs (agent only; default 1, --full 2)", cxxopts::value<long>())
-    ("joint-epochs", "DynaLay joint-phase epochs, part of --epochs (default 1)", cxxopts::value<long>()->default_value("1"))
+    ("agent-epochs", "DynaLay agent-phase epochs (agent only; default 1, --full 5)", cxxopts::value<long>())
+    ("joint-epochs", "DynaLay joint-phase epochs, part of --epochs (default 1, --full 5)", cxxopts::value<long>())
     ("joint-lr", "model learning rate in the joint phase", cxxopts::value<double>()->default_value("3e-4"))
     ("agent-lr", "agent learning rate (agent and joint phases)", cxxopts::value<double>()->default_value("3e-3"))
     ("weight-decay", "AdamW weight decay", cxxopts::value<double>()->default_value("1e-4"))
@@ -136,7 +136,7 @@ Config configure(const cxxopts::ParseResult& a) {
   const bool full = a.count("full") > 0;
   auto pick = [&](const char* k, long quick, long whole) { return a.count(k) ? a[k].as<long>() : (full ? whole : quick); };
   Config c{a["data"].as<std::string>(), pick("seeds", 1, 3), pick("train-limit", 4096, 0), pick("test-limit", 2000, 0),
-           pick("epochs", 2, 4), pick("agent-epochs", 1, 2), a["joint-epochs"].as<long>(), a["batch"].as<long>(),
+           pick("epochs", 2, 15), pick("agent-epochs", 1, 5), pick("joint-epochs", 1, 5), a["batch"].as<long>(),
            a["width"].as<long>(), a["K"].as<long>(), a["S"].as<long>(), a["hidden"].as<long>(),
            a["max-iter"].as<long>(), a["calibrate-images"].as<long>(), pick("timing-rounds", 3, 7),
            a.count("lr") ? a["lr"].as<double>() : 1e-3, a["joint-lr"].as<double>(), a["agent-lr"].as<double>(),
@@ -758,6 +758,7 @@ int run(int argc, char** argv) {
                 c.joint_epochs, c.seeds, c.batch, num_threads(), long(parameter_count(conv).total),
                 long(parameters_of(all, [](const std::string& n) { return n.rfind("agent.", 0) != 0; })),
                 long(parameters_of(all, [](const std::string& n) { return n.rfind("agent.", 0) == 0; })));
+    std::fflush(stdout);
   }
   dist::LocalCommunicator comm;
   examples::Records rec(c.out / "runs.json", s, c.fresh, "dynalay_e3", comm);
