@@ -128,7 +128,8 @@ cxxopts::Options make_cli() {
     ("entropy", "entropy bonus β", cxxopts::value<double>()->default_value("0.01"))
     ("random-share", "warm-up share of samples on a random path", cxxopts::value<double>()->default_value("0.5"))
     ("calibrate-images", "training images C_max is measured on", cxxopts::value<long>()->default_value("2000"))
-    ("solver-figures", "solver and backward figures on the trained static seed-1 cells (--timing-rounds rounds)");
+    ("solver-figures", "solver and backward figures on the trained static seed-1 cells of --out (the same "
+                       "settings; --timing-rounds rounds, at --tol and --max-iter)");
   return cli;
 }
 
