@@ -1,5 +1,5 @@
 #pragma once
-// What the experiment programs (E1 laurel_e1, E2 ela_e2) share:
+// What the experiment programs (E1 laurel_e1, E2 ela_e2, E3 dynalay_e3) share:
 //  - Settings: the training settings a run depends on, recorded with every
 //    set of runs (plus the experiment's own fields in `extra`);
 //  - Records: <out>/runs.json, {"settings": ..., "runs": {variant: [run, ...]}},
@@ -54,6 +54,7 @@ inline std::vector<std::string> parse_variants(const std::string& list, const st
 
 struct Settings {
   long epochs = 1, batch = 128;
+  std::string optimizer = "sgd";  ///< recorded when not SGD (E3: "adamw", momentum = β1)
   double lr = 0.1, momentum = 0.9, wd = 5e-4;
   long train_images = 0, test_images = 0;
   int processes = 1;  ///< data-parallel ranks (recorded only when > 1: BN statistics are then per shard)
@@ -62,6 +63,7 @@ struct Settings {
     json j = {{"epochs", epochs}, {"batch", batch}, {"lr", lr}, {"momentum", momentum}, {"weight_decay", wd},
               {"train_images", train_images}, {"test_images", test_images}};
     if (processes > 1) j["processes"] = processes;
+    if (optimizer != "sgd") j["optimizer"] = optimizer;
     for (const auto& [k, v] : extra.items()) j[k] = v;
     return j;
   }
