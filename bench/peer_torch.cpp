@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -128,7 +129,7 @@ void time_pair(benchmark::State& st, const std::string& key, const Maker& make, 
   st.counters["lamina_ms"] = 1e3 * tl / n;
   st.counters["torch_ms"] = 1e3 * tt / n;
   st.counters["ratio"] = tl / tt;
-  st.counters["threads"] = threads;
+  st.counters["nthreads"] = threads;
   st.counters["check_err"] = p.err;
   if (p.flops > 0) {
     st.counters["lamina_GFLOPs"] = p.flops * n / tl * 1e-9;
@@ -456,6 +457,73 @@ Pair bn_relu_backward(index_t C, index_t hw) {
   return r;
 }
 
+// ---- one LAUREL RW+LR block (modules/laurel.hpp, spec/laurel.md) -----------------------
+// y = relu(α f(x) + β (s + s A B)), s = x (identity shortcut), (α, β) = 2 softmax(w),
+// f = bn2(conv2(relu(bn1(conv1 x)))); the stage-1 block of the E1 LAUREL ResNet
+// (16 ch, 28², batch 128). LibTorch: the same maths with autograd, s A B as two
+// 1×1 convolutions over the channels. One pair = forward + backward (dx included).
+struct LaurelPair {
+  laurel::Options o{};
+  LaurelBasicBlock<float, laurel::RW_LR> block;
+  Tensor<float> x = random(Shape{batch, 16, 28, 28}, 1, -1, 1), y{x.shape()}, dy = random(x.shape(), 2, -1, 1),
+                dx{x.shape()};
+  std::map<std::string, torch::Tensor> t;  ///< LibTorch's copies, by lamina's names
+  torch::Tensor tx = wrap(x).clone().requires_grad_(true);
+  LaurelPair()
+      : block([this] {
+          Rng rng(3);
+          return make_laurel_basic_block<float, laurel::RW_LR>(16, 16, 1, o, rng);
+        }()) {
+    Rng rng(4);  // B starts at 0 and w at (0, 0): draw both, so that every term counts
+    visit_parameters(block, [&](const ParamRef<float>& p) {
+      if (p.name == "laurel.B" || p.name == "laurel.w")
+        for (float& v : p.value.span()) v = float(rng.uniform(-0.5, 0.5));
+      t[p.name] = wrap(p.value.data(), p.value.shape()).clone().requires_grad_(p.trainable);
+    });
+  }
+  torch::Tensor bn(const torch::Tensor& v, const std::string& n) {
+    return torch::batch_norm(v, t[n + ".weight"], t[n + ".bias"], t[n + ".running_mean"], t[n + ".running_var"], true,
+                             0.1, 1e-5, false);
+  }
+  torch::Tensor forward_torch() {
+    const torch::Tensor f = bn(torch::conv2d(bn(torch::conv2d(tx, t["conv1.weight"], {}, 1, 1), "bn1").relu_(),
+                                             t["conv2.weight"], {}, 1, 1), "bn2");
+    const torch::Tensor ab = 2 * torch::softmax(t["laurel.w"], 0);
+    const torch::Tensor &A = t["laurel.A"], &B = t["laurel.B"];  // A: [D, r], B: [r, D]
+    const torch::Tensor lr = torch::conv2d(torch::conv2d(tx, A.t().unsqueeze(2).unsqueeze(3)), B.t().unsqueeze(2).unsqueeze(3));
+    return (ab[0] * f + ab[1] * (tx + lr)).relu_();
+  }
+  void step_torch() {
+    for (auto& [n, v] : t)
+      if (v.requires_grad()) v.mutable_grad() = torch::Tensor();
+    tx.mutable_grad() = torch::Tensor();
+    forward_torch().backward(wrap(dy));
+  }
+  void step_lamina() {
+    zero_grad(block);
+    dx.zero();
+    block.forward(x.cview(), y.view());
+    block.backward(dy.cview(), dx.view());
+  }
+};
+
+Pair laurel_block() {
+  auto l = std::make_shared<LaurelPair>();
+  l->step_lamina();
+  const torch::Tensor ty = [&] {
+    torch::NoGradGuard g;
+    return l->forward_torch();
+  }();
+  double err = agree("LAUREL forward", wrap(l->y), ty, tol_layer);
+  l->step_torch();
+  err = std::max(err, agree("LAUREL dx", wrap(l->dx), l->tx.grad(), tol_layer));
+  visit_parameters(l->block, [&](const ParamRef<float>& p) {
+    if (p.trainable) err = std::max(err, agree("LAUREL gradient " + p.name, wrap(p.grad.data(), p.grad.shape()),
+                                               l->t[p.name].grad(), tol_grad));
+  });
+  return Pair{.lamina = [=] { l->step_lamina(); }, .torch = [=] { l->step_torch(); }, .err = err};
+}
+
 // ---- the E1 ResNet in torch::nn (torchvision's names, as lamina's) ----------------------
 namespace tnn = torch::nn;
 tnn::Conv2dOptions conv_opts(std::int64_t in, std::int64_t out, std::int64_t k, std::int64_t stride) {
@@ -653,6 +721,7 @@ void register_all() {
     add("BnReluForward/" + bn_name(C, hw), [C, hw] { return bn_relu_forward(C, hw); });
     add("BnReluBackward/" + bn_name(C, hw), [C, hw] { return bn_relu_backward(C, hw); });
   }
+  add("LaurelRWLRBlock/16ch_28", laurel_block);
   add("E1Step", e1_step);
   add("E1Infer", e1_infer);
 }
