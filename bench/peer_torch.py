@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Runs bench/peer_torch (lamina against LibTorch on the same work, issue 15) with
-interleaved repetitions and writes results/peer_torch/<date>.json and .csv (per
+interleaved repetitions and writes results/peer_torch/<date>.json, .csv and .md (per
 benchmark: lamina time, LibTorch time, ratio lamina/LibTorch: medians over the
 repetitions with the min-max spread; threads) and <date>.svg, a bar plot of the
 ratios with a line at 1.0 (left of it: lamina faster).
@@ -69,6 +69,12 @@ def run(args):
         return json.load(open(out.name))
 
 
+def list_order(args):
+    cmd = [str(args.binary), "--benchmark_list_tests"] + ([f"--benchmark_filter={args.filter}"] if args.filter else [])
+    names = command_output(cmd).splitlines()
+    return {n.replace("/real_time", ""): i for i, n in enumerate(names)}
+
+
 def rows_of(report):
     """One row per benchmark: {counter: {median, min, max}}, name, threads."""
     rows = {}
@@ -96,6 +102,27 @@ def write_csv(path, rows):
             for c in COUNTERS:
                 line += [f"{r[c][s]:.6g}" if c in r else "" for s in STATS]
             w.writerow(line + [f"{r['check_err']:.3g}" if r.get("check_err") is not None else ""])
+
+
+def fmt(r, c):
+    if c not in r:
+        return ""
+    v = r[c]
+    return f"{v['median']:.3g} ({v['min']:.3g}–{v['max']:.3g})"
+
+
+def write_markdown(path, rows):
+    """The table bench/README.md shows: medians, min–max over the repetitions."""
+    with open(path, "w") as f:
+        f.write("| benchmark | threads | lamina ms | LibTorch ms | lamina / LibTorch | GFLOP/s or GB/s lamina / LibTorch |\n")
+        f.write("|---|---|---|---|---|---|\n")
+        for r in rows:
+            rate = ""
+            for unit in ("GFLOPs", "GBs"):
+                if f"lamina_{unit}" in r:
+                    rate = f"{r[f'lamina_{unit}']['median']:.3g} / {r[f'torch_{unit}']['median']:.3g} {unit.replace('s', '/s')}"
+            name = r["name"].rsplit("/threads:", 1)[0]
+            f.write(f"| {name} | {r['threads']} | {fmt(r, 'lamina_ms')} | {fmt(r, 'torch_ms')} | {fmt(r, 'ratio')} | {rate} |\n")
 
 
 def plot(path, rows, title):
@@ -137,7 +164,10 @@ def main():
     meta = dict(versions(), binary=str(args.binary), repetitions=args.repetitions, min_time=args.min_time,
                 filter=args.filter, date=report["context"].get("date"), load_avg=report["context"].get("load_avg"))
     json.dump({"meta": meta, "rows": rows}, open(args.out / f"{stamp}.json", "w"), indent=1)
+    order = list_order(args)
+    rows.sort(key=lambda r: order.get(r["name"], len(order)))  # the binary's order, not the interleaved one
     write_csv(args.out / f"{stamp}.csv", rows)
+    write_markdown(args.out / f"{stamp}.md", rows)
     plot(args.out / f"{stamp}.svg", rows,
          f"lamina / LibTorch {meta['libtorch']}, GCC {meta['gcc']}, {meta['cores']} cores, "
          f"{args.repetitions} interleaved repetitions")
@@ -145,7 +175,7 @@ def main():
         rt = r.get("ratio", {})
         print(f"{r['name']:45s} lamina {r['lamina_ms']['median']:9.3f} ms  LibTorch {r['torch_ms']['median']:9.3f} ms  "
               f"ratio {rt.get('median', float('nan')):.2f} ({rt.get('min', float('nan')):.2f}-{rt.get('max', float('nan')):.2f})")
-    print(f"wrote {args.out / stamp}.json/.csv/.svg", file=sys.stderr)
+    print(f"wrote {args.out / stamp}.json/.csv/.md/.svg", file=sys.stderr)
 
 
 if __name__ == "__main__":
