@@ -163,17 +163,26 @@ void add(std::string name, Maker make, std::vector<int> threads = {1, 2}) {
 // ---- kernels (spec/kernels.md), sizes as bench_kernels -------------------------------
 constexpr index_t row = 1024;
 constexpr index_t l2 = 65536, dram = 32 * 1024 * 1024;
+// Short rows (layer attention: R = B·G rows of t entries), t = 4.
+constexpr index_t short_n = 4;
 
-Pair softmax_rows(index_t n) {
-  auto a = std::make_shared<Tensor<float>>(random(Shape{n / row, row}, 1));
+/// Softmax over rows of `width`: the per-row kernel (width 1024) or the across-rows
+/// one (short rows), against at::softmax_out.
+Pair softmax_pair(index_t n, index_t width) {
+  auto a = std::make_shared<Tensor<float>>(random(Shape{n / width, width}, 1));
   auto p = std::make_shared<Tensor<float>>(a->shape());
   auto out = std::make_shared<torch::Tensor>(torch::empty(dims(a->shape())));
-  Pair r{.lamina = [=] { k::softmax_rows(a->cview(), p->view()); },
+  const bool short_rows = width <= k::short_row_max;
+  Pair r{.lamina =
+             [=] {
+               if (short_rows) k::softmax_rows_short(a->cview(), p->view());
+               else k::softmax_rows(a->cview(), p->view());
+             },
          .torch = [=] { at::softmax_out(*out, wrap(*a), 1); },
          .bytes = 2.0 * double(n) * 4};
   r.lamina();
   r.torch();
-  r.err = agree("softmax rows", wrap(*p), *out, tol_kernel);
+  r.err = agree(short_rows ? "softmax short rows" : "softmax rows", wrap(*p), *out, tol_kernel);
   return r;
 }
 
@@ -203,21 +212,29 @@ torch::Tensor torch_kl_probs(const torch::Tensor& p, const torch::Tensor& q) {  
   return (ps * (ps.log() - qs.log())).sum(1);
 }
 
-Pair kl_probs_rows(index_t n) {
-  const index_t R = n / row;
-  auto p = std::make_shared<Tensor<float>>(random(Shape{R, row}, 1, 1e-4, 1e-3));
-  auto q = std::make_shared<Tensor<float>>(random(Shape{R, row}, 2, 1e-4, 1e-3));
+/// KL from probabilities over rows of `width`: the per-row kernel row by row
+/// (width 1024, entries in [1e-4, 1e-3]) or the across-rows one (short rows,
+/// entries in [0.05, 0.45]), against the LibTorch composition.
+Pair kl_probs_pair(index_t n, index_t width) {
+  const index_t R = n / width;
+  const bool short_rows = width <= k::short_row_max;
+  const double lo = short_rows ? 0.05 : 1e-4, hi = short_rows ? 0.45 : 1e-3;
+  auto p = std::make_shared<Tensor<float>>(random(Shape{R, width}, 1, lo, hi));
+  auto q = std::make_shared<Tensor<float>>(random(Shape{R, width}, 2, lo, hi));
   auto o = std::make_shared<Tensor<float>>(Shape{R});
   auto to = std::make_shared<torch::Tensor>();
   Pair r{.lamina =
              [=] {
-               for (index_t i = 0; i < R; ++i) o->data()[i] = k::kl_probs(p->data() + i * row, q->data() + i * row, row, kl_eps);
+               if (short_rows) k::kl_probs_rows_short(p->cview(), q->cview(), o->view(), kl_eps);
+               else
+                 for (index_t i = 0; i < R; ++i)
+                   o->data()[i] = k::kl_probs(p->data() + i * width, q->data() + i * width, width, kl_eps);
              },
          .torch = [=] { *to = torch_kl_probs(wrap(*p), wrap(*q)); },
          .bytes = 2.0 * double(n) * 4};
   r.lamina();
   r.torch();
-  r.err = agree("KL from probabilities", wrap(*o), *to, tol_kernel);
+  r.err = agree(short_rows ? "KL from probabilities, short rows" : "KL from probabilities", wrap(*o), *to, tol_kernel);
   return r;
 }
 
@@ -322,35 +339,6 @@ Pair depthwise_backward(index_t B) {
   r.torch();
   r.err = std::max(agree("depthwise backward dx", wrap(d->dx), std::get<0>(*tg), tol_kernel),
                    agree("depthwise backward dw", wrap(d->dw), std::get<1>(*tg), tol_kernel));
-  return r;
-}
-
-// Short rows (layer attention: R = B·G rows of t entries), t = 4.
-constexpr index_t short_n = 4;
-Pair softmax_short(index_t n) {
-  auto a = std::make_shared<Tensor<float>>(random(Shape{n / short_n, short_n}, 1));
-  auto p = std::make_shared<Tensor<float>>(a->shape());
-  auto out = std::make_shared<torch::Tensor>(torch::empty(dims(a->shape())));
-  Pair r{.lamina = [=] { k::softmax_rows_short(a->cview(), p->view()); },
-         .torch = [=] { at::softmax_out(*out, wrap(*a), 1); },
-         .bytes = 2.0 * double(n) * 4};
-  r.lamina();
-  r.torch();
-  r.err = agree("softmax short rows", wrap(*p), *out, tol_kernel);
-  return r;
-}
-Pair kl_probs_short(index_t n) {
-  const index_t R = n / short_n;
-  auto p = std::make_shared<Tensor<float>>(random(Shape{R, short_n}, 1, 0.05, 0.45));
-  auto q = std::make_shared<Tensor<float>>(random(Shape{R, short_n}, 2, 0.05, 0.45));
-  auto o = std::make_shared<Tensor<float>>(Shape{R});
-  auto to = std::make_shared<torch::Tensor>();
-  Pair r{.lamina = [=] { k::kl_probs_rows_short(p->cview(), q->cview(), o->view(), kl_eps); },
-         .torch = [=] { *to = torch_kl_probs(wrap(*p), wrap(*q)); },
-         .bytes = 2.0 * double(n) * 4};
-  r.lamina();
-  r.torch();
-  r.err = agree("KL from probabilities, short rows", wrap(*o), *to, tol_kernel);
   return r;
 }
 
@@ -789,11 +777,11 @@ Pair e1_infer() {
 void register_all() {
   for (index_t n : {l2, dram}) {
     const std::string s = n == l2 ? "L2" : "DRAM";
-    add("SoftmaxRows/" + s, [n] { return softmax_rows(n); }, {1});
+    add("SoftmaxRows/" + s, [n] { return softmax_pair(n, row); }, {1});
     add("KLLogitsRows/" + s, [n] { return kl_logits_rows(n); }, {1});
-    add("KLProbsRows/" + s, [n] { return kl_probs_rows(n); }, {1});
-    add("SoftmaxShortRows/" + s, [n] { return softmax_short(n); }, {1});
-    add("KLProbsShortRows/" + s, [n] { return kl_probs_short(n); }, {1});
+    add("KLProbsRows/" + s, [n] { return kl_probs_pair(n, row); }, {1});
+    add("SoftmaxShortRows/" + s, [n] { return softmax_pair(n, short_n); }, {1});
+    add("KLProbsShortRows/" + s, [n] { return kl_probs_pair(n, short_n); }, {1});
   }
   for (index_t L : {index_t(32768), index_t(16 * 1024 * 1024)}) {
     const std::string s = L == 32768 ? "L2" : "DRAM";

@@ -159,13 +159,13 @@ def main():
     args = p.parse_args()
     report = run(args)
     rows = rows_of(report)
+    order = list_order(args)
+    rows.sort(key=lambda r: order.get(r["name"], len(order)))  # the binary's order, not the interleaved one
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M")
     args.out.mkdir(parents=True, exist_ok=True)
     meta = dict(versions(), binary=str(args.binary), repetitions=args.repetitions, min_time=args.min_time,
                 filter=args.filter, date=report["context"].get("date"), load_avg=report["context"].get("load_avg"))
     json.dump({"meta": meta, "rows": rows}, open(args.out / f"{stamp}.json", "w"), indent=1)
-    order = list_order(args)
-    rows.sort(key=lambda r: order.get(r["name"], len(order)))  # the binary's order, not the interleaved one
     write_csv(args.out / f"{stamp}.csv", rows)
     write_markdown(args.out / f"{stamp}.md", rows)
     plot(args.out / f"{stamp}.svg", rows,
