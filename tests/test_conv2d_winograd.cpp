@@ -148,7 +148,7 @@ TEMPLATE_TEST_CASE("winograd kernels match their references on every tail", "[co
   for (index_t n = 1; n <= 3 * L + 2; ++n) {
     INFO("n " << n << " isa " << kt.isa);
     const index_t pitch = 5, ps = n + 2 * pitch + 2 * L, es = n + L;
-    const auto P = randv<T>(4 * ps, 1);
+    const auto P = randv<T>(8 * ps, 1);
     std::vector<T> a(std::size_t(16 * es), T(7)), b(a);
     kt.winograd_input(P.data(), ps, pitch, n, a.data(), es);
     k::ref::winograd_input(P.data(), ps, pitch, n, b.data(), es);

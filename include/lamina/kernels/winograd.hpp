@@ -8,13 +8,15 @@
 // Summed over channels the 16 element-wise products are 16 matrix products,
 // done here by register-blocked micro-kernels.
 //
-// Tiles are addressed through a polyphase layout: a plane split into its four
-// (row parity, column parity) sub-planes, each flat with a pitch of TW + 1
-// (TW tiles per row and one spare column). Then element (r, c) of tile q is
-// sub-plane (r & 1, c & 1) at q + (r >> 1)·pitch + (c >> 1), linear in q, so
-// the transforms run vectorised over consecutive tiles of any image width (the
-// spare column's lanes are computed and discarded). Vector loads and stores
-// run over whole vectors past the last tile: callers keep a vector of slack.
+// Tiles are addressed through polyphase layouts, flat with a pitch of TW (the
+// tiles per row): an input plane, padded by one, is held as 8 arrays
+// (row parity a, column parity b, column shift s), array (a, b, s) holding
+// padded element (2i + a, 2(k + s) + b) at i·TW + k; then element (r, c) of
+// tile q is array (r & 1, c & 1, c >> 1) at q + (r >> 1)·TW, linear in q, so
+// the transforms run vectorised over consecutive tiles of any image width and
+// every lane is a real tile. Output tiles use 4 arrays (a, b): element
+// (2i + a, 2k + b) at i·TW + k. Vector loads and stores run over whole vectors
+// past the last tile: callers keep a vector of slack.
 // NaN/Inf propagate as in the arithmetic, but each spreads over its tiles'
 // transforms: a non-finite input makes every output of the tiles it enters
 // NaN or Inf, not only its 3×3 neighbourhood.
@@ -28,14 +30,14 @@ inline constexpr index_t winograd_mr = 8;
 inline constexpr index_t winograd_nv = 2;
 
 namespace ref {
-/// V[e·es + q] = (Bᵀ d_q B)[e], e = 4i + j, for tiles q < n of the polyphase P
-/// (sub-planes at stride ps, flat pitch `pitch`).
+/// V[e·es + q] = (Bᵀ d_q B)[e], e = 4i + j, for tiles q < n of the 8-array
+/// input polyphase P (arrays at stride ps, flat pitch `pitch`).
 template <class T>
 void winograd_input(const T* P, index_t ps, index_t pitch, index_t n, T* V, index_t es) {
   for (index_t q = 0; q < n; ++q) {
     T d[4][4], t[4][4];
     for (int r = 0; r < 4; ++r)
-      for (int c = 0; c < 4; ++c) d[r][c] = P[((r & 1) * 2 + (c & 1)) * ps + q + (r >> 1) * pitch + (c >> 1)];
+      for (int c = 0; c < 4; ++c) d[r][c] = P[((r & 1) * 4 + (c & 1) * 2 + (c >> 1)) * ps + q + (r >> 1) * pitch];
     for (int c = 0; c < 4; ++c)
       t[0][c] = d[0][c] - d[2][c], t[1][c] = d[1][c] + d[2][c], t[2][c] = d[2][c] - d[1][c], t[3][c] = d[1][c] - d[3][c];
     for (int r = 0; r < 4; ++r) {
@@ -102,7 +104,7 @@ void winograd_input(const T* P, index_t ps, index_t pitch, index_t n, T* V, inde
   constexpr index_t L = index_t(B::size);
   for (index_t q = 0; q < n; q += L) {
     const auto ld = [&](int r, int c) {
-      return B::load_unaligned(P + ((r & 1) * 2 + (c & 1)) * ps + q + (r >> 1) * pitch + (c >> 1));
+      return B::load_unaligned(P + ((r & 1) * 4 + (c & 1) * 2 + (c >> 1)) * ps + q + (r >> 1) * pitch);
     };
     B t[4][4];
     for (int c = 0; c < 4; ++c) {

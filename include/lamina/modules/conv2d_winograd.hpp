@@ -3,7 +3,7 @@
 // (kernels/winograd.hpp has the transforms and the products).
 //
 // Images are taken in chunks of about a megabyte of transformed data; per chunk
-// each plane is copied once into its polyphase layout (zero padding built in),
+// each plane is copied into its polyphase layout (zero padding built in),
 // transformed to V [16][C][tiles of the chunk], multiplied by the transformed
 // weights (16 products [Cout × Cin]·[Cin × tiles]) and transformed back, the
 // 2×2 tiles interleaved into NCHW. The data gradient is the same convolution
@@ -61,21 +61,24 @@ class Winograd3x3 {
     const kernels::KernelTable<T>& k = kernels::table<T>();
     const index_t L = k.winograd_nr / kernels::winograd_nv;
     Plan p{.B = B, .Cin = Cin, .Cout = Cout, .H = H, .W = W};
-    p.TH = (H + 1) / 2, p.TW = (W + 1) / 2, p.pitch = p.TW + 1, p.Q = p.TH * p.pitch;
-    p.ps = round_up((p.TH + 2) * p.pitch + L, L);
+    p.TH = (H + 1) / 2, p.TW = (W + 1) / 2, p.pitch = p.TW, p.Q = p.TH * p.pitch;
+    p.ps = round_up(p.Q + p.pitch + 2 * L, L);
     p.Cp = round_up(std::max(Cin, Cout), kernels::winograd_mr);
     const index_t cols = std::max<index_t>(64, (index_t(1) << 18) / (16 * (Cin + Cout)));
     p.nimg = std::clamp<index_t>(cols / p.Q, 1, B);
     p.chunks = (B + p.nimg - 1) / p.nimg;
     p.N = round_up(p.nimg * p.Q, k.winograd_nr);
     p.ld = p.N + L;
+    // The 16 rows of a tile's transform are es apart: off the 4 KiB multiples
+    // that would put them all in one L1 set.
+    p.es = round_up(p.Cp * p.ld, 1024) + 2 * L;
     const bool same = p.Cin == p_.Cin && p.Cout == p_.Cout && p.H == p_.H && p.W == p_.W && p.nimg == p_.nimg;
     p_ = p;
     scratch_.resize(static_cast<std::size_t>(num_threads()));
     for (Scratch& s : scratch_) {
       if (same && s.ready) continue;
-      const auto block = static_cast<std::size_t>(16 * p.Cp * p.ld);
-      s.P.assign(static_cast<std::size_t>(4 * p.ps), T(0));
+      const auto block = static_cast<std::size_t>(16 * p.es);
+      s.P.assign(static_cast<std::size_t>(8 * p.ps), T(0));
       s.Pd.assign(static_cast<std::size_t>(4 * p.ps), T(0));
       s.Y.assign(static_cast<std::size_t>(4 * p.ps), T(0));
       s.V.assign(block, T(0)), s.M.assign(block, T(0)), s.D.assign(block, T(0));
@@ -101,7 +104,7 @@ class Winograd3x3 {
  private:
   struct Plan {
     index_t B = 0, Cin = 0, Cout = 0, H = 0, W = 0;
-    index_t TH = 0, TW = 0, pitch = 0, Q = 0, ps = 0, Cp = 0, nimg = 0, chunks = 0, N = 0, ld = 0;
+    index_t TH = 0, TW = 0, pitch = 0, Q = 0, ps = 0, Cp = 0, nimg = 0, chunks = 0, N = 0, ld = 0, es = 0;
   };
   struct Scratch {
     aligned_vector<T> P, Pd, Y, V, M, D, dU;  // polyphase (padded, unpadded, output); transforms; dW sums
@@ -124,17 +127,31 @@ class Winograd3x3 {
       }
   }
 
-  /// Copies one plane into the polyphase layout, padded by one (sub-plane
-  /// (a, b) holds padded rows ≡ a, columns ≡ b mod 2) or unpadded (pad = 0).
-  void to_polyphase(const T* src, T* P, index_t pad) const {
-    const index_t H = p_.H, W = p_.W, pitch = p_.pitch, ps = p_.ps;
+  /// Copies one plane, padded by one, into the 8-array input polyphase
+  /// (kernels/winograd.hpp): element (r, j) is padded (r + 1, j + 1).
+  void to_input_polyphase(const T* src, T* P) const {
+    const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps;
     for (index_t r = 0; r < H; ++r) {
-      const index_t pr = r + pad;
-      T* even = P + (pr & 1) * 2 * ps + (pr >> 1) * pitch;  // padded column even
+      const index_t pr = r + 1;
+      T* row = P + (pr & 1) * 4 * ps + (pr >> 1) * TW;
+      const T* s = src + r * W;
+      for (index_t j = 0; j < W; ++j) {
+        const index_t pc = j + 1, m = pc >> 1;
+        T* a = row + (pc & 1) * 2 * ps;
+        if (m < TW) a[m] = s[j];            // shift 0
+        if (m >= 1) a[ps + m - 1] = s[j];   // shift 1
+      }
+    }
+  }
+  /// Copies one plane into the 4-array output polyphase.
+  void to_output_polyphase(const T* src, T* P) const {
+    const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps;
+    for (index_t r = 0; r < H; ++r) {
+      T* even = P + (r & 1) * 2 * ps + (r >> 1) * TW;
       T* odd = even + ps;
       const T* s = src + r * W;
-      for (index_t j = pad; j < W; j += 2) even[(j + pad) >> 1] = s[j];
-      for (index_t j = 1 - pad; j < W; j += 2) odd[(j + pad) >> 1] = s[j];
+      for (index_t j = 0; j < W; j += 2) even[j >> 1] = s[j];
+      for (index_t j = 1; j < W; j += 2) odd[j >> 1] = s[j];
     }
   }
   /// dst (+)= the interleaved 2×2 tiles of Y (plus bias when given).
@@ -154,10 +171,10 @@ class Winograd3x3 {
   /// Transforms Cs planes of the images [b0, b0 + nb) into s.V.
   void transform_input(const T* src, index_t Cs, index_t b0, index_t nb, Scratch& s) const {
     const kernels::KernelTable<T>& k = kernels::table<T>();
-    const index_t plane = p_.H * p_.W, es = p_.Cp * p_.ld;
+    const index_t plane = p_.H * p_.W, es = p_.es;
     for (index_t i = 0; i < nb; ++i)
       for (index_t c = 0; c < Cs; ++c) {
-        to_polyphase(src + ((b0 + i) * Cs + c) * plane, s.P.data(), 1);
+        to_input_polyphase(src + ((b0 + i) * Cs + c) * plane, s.P.data());
         k.winograd_input(s.P.data(), p_.ps, p_.pitch, p_.Q, s.V.data() + c * p_.ld + i * p_.Q, es);
       }
   }
@@ -165,7 +182,7 @@ class Winograd3x3 {
   /// dst (+)= the convolution of src (Cs channels) by the packed U_ (Cd outputs).
   void apply(const T* src, index_t Cs, index_t Cd, T* dst, const T* bias, bool accumulate) {
     const kernels::KernelTable<T>& k = kernels::table<T>();
-    const index_t plane = p_.H * p_.W, es = p_.Cp * p_.ld, Mp = round_up(Cd, kernels::winograd_mr);
+    const index_t plane = p_.H * p_.W, es = p_.es, Mp = round_up(Cd, kernels::winograd_mr);
     LAMINA_PARALLEL_FOR
     for (index_t ch = 0; ch < p_.chunks; ++ch) {
       Scratch& s = scratch_[static_cast<std::size_t>(thread_id())];
@@ -191,7 +208,7 @@ class Winograd3x3 {
 template <class T>
 void Winograd3x3<T>::backward_weight(const T* x, const T* dy, T* dw) {
   const kernels::KernelTable<T>& k = kernels::table<T>();
-  const index_t plane = p_.H * p_.W, es = p_.Cp * p_.ld, ld = p_.ld;
+  const index_t plane = p_.H * p_.W, es = p_.es, ld = p_.ld;
   const index_t Ci4 = round_up(p_.Cin, 4), Co4 = round_up(p_.Cout, 4), us = Co4 * Ci4;
   for (Scratch& s : scratch_) std::fill(s.dU.begin(), s.dU.end(), T(0));
   LAMINA_PARALLEL_FOR
@@ -202,7 +219,7 @@ void Winograd3x3<T>::backward_weight(const T* x, const T* dy, T* dw) {
     transform_input(x, p_.Cin, b0, nb, s);
     for (index_t i = 0; i < nb; ++i)
       for (index_t c = 0; c < p_.Cout; ++c) {
-        to_polyphase(dy + ((b0 + i) * p_.Cout + c) * plane, s.Pd.data(), 0);
+        to_output_polyphase(dy + ((b0 + i) * p_.Cout + c) * plane, s.Pd.data());
         k.winograd_output_grad(s.Pd.data(), p_.ps, p_.Q, s.D.data() + c * ld + i * p_.Q, es);
       }
     // Columns past the chunk's tiles and rows past the channels take no part.
