@@ -127,20 +127,24 @@ class Winograd3x3 {
       }
   }
 
+  /// even[k] = s[2k], odd[k] = s[2k + 1] for one row of W (plain loops: the
+  /// compiler vectorises the interleaved accesses).
+  static void deinterleave(const T* s, index_t W, T* even, T* odd) {
+    const index_t no = W / 2;
+    for (index_t k = 0; k < no; ++k) even[k] = s[2 * k], odd[k] = s[2 * k + 1];
+    if (W & 1) even[no] = s[W - 1];
+  }
   /// Copies one plane, padded by one, into the 8-array input polyphase
-  /// (kernels/winograd.hpp): element (r, j) is padded (r + 1, j + 1).
+  /// (kernels/winograd.hpp): array (a, b, s) at (a·4 + b·2 + s)·ps. Elements
+  /// outside the image are never written (they stay 0).
   void to_input_polyphase(const T* src, T* P) const {
     const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps;
     for (index_t r = 0; r < H; ++r) {
-      const index_t pr = r + 1;
-      T* row = P + (pr & 1) * 4 * ps + (pr >> 1) * TW;
-      const T* s = src + r * W;
-      for (index_t j = 0; j < W; ++j) {
-        const index_t pc = j + 1, m = pc >> 1;
-        T* a = row + (pc & 1) * 2 * ps;
-        if (m < TW) a[m] = s[j];            // shift 0
-        if (m >= 1) a[ps + m - 1] = s[j];   // shift 1
-      }
+      T* row = P + ((r + 1) & 1) * 4 * ps + ((r + 1) >> 1) * TW;
+      T *a00 = row, *a01 = row + ps, *a10 = row + 2 * ps, *a11 = row + 3 * ps;
+      deinterleave(src + r * W, W, a10, a01);  // padded columns odd (shift 0), even (shift 1)
+      std::copy(a01, a01 + TW - 1, a00 + 1);
+      std::copy(a10 + 1, a10 + TW, a11);
     }
   }
   /// Copies one plane into the 4-array output polyphase.
@@ -148,23 +152,23 @@ class Winograd3x3 {
     const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps;
     for (index_t r = 0; r < H; ++r) {
       T* even = P + (r & 1) * 2 * ps + (r >> 1) * TW;
-      T* odd = even + ps;
-      const T* s = src + r * W;
-      for (index_t j = 0; j < W; j += 2) even[j >> 1] = s[j];
-      for (index_t j = 1; j < W; j += 2) odd[j >> 1] = s[j];
+      deinterleave(src + r * W, W, even, even + ps);
     }
   }
   /// dst (+)= the interleaved 2×2 tiles of Y (plus bias when given).
   void from_polyphase(const T* Y, T* dst, T bias, bool accumulate) const {
-    const index_t H = p_.H, W = p_.W, pitch = p_.pitch, ps = p_.ps;
+    const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps, no = W / 2;
     for (index_t r = 0; r < H; ++r) {
-      const T* even = Y + (r & 1) * 2 * ps + (r >> 1) * pitch;
+      const T* even = Y + (r & 1) * 2 * ps + (r >> 1) * TW;
       const T* odd = even + ps;
       T* d = dst + r * W;
-      if (accumulate)
-        for (index_t j = 0; j < W; ++j) d[j] += (j & 1 ? odd : even)[j >> 1];
-      else
-        for (index_t j = 0; j < W; ++j) d[j] = (j & 1 ? odd : even)[j >> 1] + bias;
+      if (accumulate) {
+        for (index_t k = 0; k < no; ++k) d[2 * k] += even[k], d[2 * k + 1] += odd[k];
+        if (W & 1) d[W - 1] += even[no];
+      } else {
+        for (index_t k = 0; k < no; ++k) d[2 * k] = even[k] + bias, d[2 * k + 1] = odd[k] + bias;
+        if (W & 1) d[W - 1] = even[no] + bias;
+      }
     }
   }
 
