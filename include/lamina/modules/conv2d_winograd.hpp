@@ -136,15 +136,23 @@ class Winograd3x3 {
   }
   /// Copies one plane, padded by one, into the 8-array input polyphase
   /// (kernels/winograd.hpp): array (a, b, s) at (a·4 + b·2 + s)·ps. Elements
-  /// outside the image are never written (they stay 0).
+  /// outside the image are never written (they stay 0), but for the first
+  /// column of array (a, 0, 0), which is cleared after use.
   void to_input_polyphase(const T* src, T* P) const {
-    const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps;
+    const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps, n = (p_.TH + 1) * TW;
     for (index_t r = 0; r < H; ++r) {
       T* row = P + ((r + 1) & 1) * 4 * ps + ((r + 1) >> 1) * TW;
-      T *a00 = row, *a01 = row + ps, *a10 = row + 2 * ps, *a11 = row + 3 * ps;
-      deinterleave(src + r * W, W, a10, a01);  // padded columns odd (shift 0), even (shift 1)
-      std::copy(a01, a01 + TW - 1, a00 + 1);
-      std::copy(a10 + 1, a10 + TW, a11);
+      // Odd padded columns to (a, 1, 0); even ones to (a, 0, 0) from its second
+      // column (the last of an even W spills into the next row's first).
+      deinterleave(src + r * W, W, row + 2 * ps, row + 1);
+    }
+    // Shift 1 is shift 0 one element on, but at the rows' ends: (a, 0, 1) ends
+    // on the spilled column (or the 0 of the next row's padding), (a, 1, 1) on 0.
+    for (index_t a = 0; a < 2; ++a) {
+      T* p = P + a * 4 * ps;
+      std::copy(p + 1, p + n + 1, p + ps);
+      std::copy(p + 2 * ps + 1, p + 2 * ps + n + 1, p + 3 * ps);
+      for (index_t i = 0; i <= p_.TH; ++i) p[i * TW] = T(0), p[3 * ps + i * TW + TW - 1] = T(0);
     }
   }
   /// Copies one plane into the 4-array output polyphase.
