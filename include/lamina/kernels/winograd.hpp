@@ -96,20 +96,13 @@ void winograd_gemm_nt(const T* A, const T* B, T* C, index_t M, index_t N, index_
 }
 }  // namespace ref
 
-namespace detail {
-/// f(q) for q = 0, L, 2L, … < n: the vector steps over the tiles.
-template <class Arch, class T, class F>
-void over_tiles(index_t n, F&& f) {
-  for (index_t q = 0; q < n; q += index_t(batch<T, Arch>::size)) f(q);
-}
-}  // namespace detail
-
 /// ref::winograd_input, vectorised over tiles; writes whole vectors (up to n
 /// rounded up to the vector length), reads as far.
 template <class Arch = default_arch, class T>
 void winograd_input(const T* P, index_t ps, index_t pitch, index_t n, T* V, index_t es) {
   using B = batch<T, Arch>;
-  detail::over_tiles<Arch, T>(n, [&](index_t q) {
+  constexpr index_t L = index_t(B::size);
+  for (index_t q = 0; q < n; q += L) {
     const auto ld = [&](int r, int c) {
       return B::load_unaligned(P + ((r & 1) * 4 + (c & 1) * 2 + (c >> 1)) * ps + q + (r >> 1) * pitch);
     };
@@ -125,14 +118,15 @@ void winograd_input(const T* P, index_t ps, index_t pitch, index_t n, T* V, inde
       (t[r][2] - t[r][1]).store_unaligned(v + 2 * es);
       (t[r][1] - t[r][3]).store_unaligned(v + 3 * es);
     }
-  });
+  }
 }
 
 /// ref::winograd_output, vectorised over tiles (whole vectors, as above).
 template <class Arch = default_arch, class T>
 void winograd_output(const T* M, index_t es, index_t n, T* Y, index_t ps) {
   using B = batch<T, Arch>;
-  detail::over_tiles<Arch, T>(n, [&](index_t q) {
+  constexpr index_t L = index_t(B::size);
+  for (index_t q = 0; q < n; q += L) {
     B s[2][4];
     for (int c = 0; c < 4; ++c) {
       const B m0 = B::load_unaligned(M + c * es + q), m1 = B::load_unaligned(M + (4 + c) * es + q);
@@ -143,14 +137,15 @@ void winograd_output(const T* M, index_t es, index_t n, T* Y, index_t ps) {
       (s[a][0] + s[a][1] + s[a][2]).store_unaligned(Y + 2 * a * ps + q);
       (s[a][1] - s[a][2] - s[a][3]).store_unaligned(Y + (2 * a + 1) * ps + q);
     }
-  });
+  }
 }
 
 /// ref::winograd_output_grad, vectorised over tiles (whole vectors, as above).
 template <class Arch = default_arch, class T>
 void winograd_output_grad(const T* G, index_t ps, index_t n, T* D, index_t es) {
   using B = batch<T, Arch>;
-  detail::over_tiles<Arch, T>(n, [&](index_t q) {
+  constexpr index_t L = index_t(B::size);
+  for (index_t q = 0; q < n; q += L) {
     B t[4][2];
     for (int b = 0; b < 2; ++b) {
       const B g0 = B::load_unaligned(G + b * ps + q), g1 = B::load_unaligned(G + (2 + b) * ps + q);
@@ -163,7 +158,7 @@ void winograd_output_grad(const T* G, index_t ps, index_t n, T* D, index_t es) {
       (t[r][0] - t[r][1]).store_unaligned(d + 2 * es);
       (-t[r][1]).store_unaligned(d + 3 * es);
     }
-  });
+  }
 }
 
 namespace detail {
