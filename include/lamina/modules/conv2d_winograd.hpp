@@ -67,16 +67,11 @@ class Winograd3x3 {
     const index_t cols = std::max<index_t>(64, (index_t(1) << 18) / (16 * (Cin + Cout)));
     p.nimg = std::clamp<index_t>(cols / p.Q, 1, B);
     p.chunks = (B + p.nimg - 1) / p.nimg;
-    // The weight gradient takes 4× longer chunks: its sums over the tiles end
-    // in horizontal additions, once per chunk.
-    p.nimg_w = std::clamp<index_t>(4 * cols / p.Q, 1, B);
-    p.chunks_w = (B + p.nimg_w - 1) / p.nimg_w;
-    p.ld = round_up(p.nimg_w * p.Q, k.winograd_nr) + L;
+    p.ld = round_up(p.nimg * p.Q, k.winograd_nr) + L;
     // The 16 rows of a tile's transform are es apart: off the 4 KiB multiples
     // that would put them all in one L1 set.
     p.es = round_up(p.Cp * p.ld, 1024) + 2 * L;
-    const bool same = p.Cin == p_.Cin && p.Cout == p_.Cout && p.H == p_.H && p.W == p_.W && p.nimg == p_.nimg &&
-                      p.nimg_w == p_.nimg_w;
+    const bool same = p.Cin == p_.Cin && p.Cout == p_.Cout && p.H == p_.H && p.W == p_.W && p.nimg == p_.nimg;
     p_ = p;
     scratch_.resize(static_cast<std::size_t>(num_threads()));
     for (Scratch& s : scratch_) {
@@ -108,8 +103,7 @@ class Winograd3x3 {
  private:
   struct Plan {
     index_t B = 0, Cin = 0, Cout = 0, H = 0, W = 0;
-    index_t TH = 0, TW = 0, pitch = 0, Q = 0, ps = 0, Cp = 0, nimg = 0, chunks = 0, nimg_w = 0, chunks_w = 0;
-    index_t ld = 0, es = 0;
+    index_t TH = 0, TW = 0, pitch = 0, Q = 0, ps = 0, Cp = 0, nimg = 0, chunks = 0, ld = 0, es = 0;
   };
   struct Scratch {
     aligned_vector<T> P, Pd, Y, V, M, D, dU;  // polyphase (padded, unpadded, output); transforms; dW sums
@@ -229,9 +223,9 @@ void Winograd3x3<T>::backward_weight(const T* x, const T* dy, T* dw) {
   const index_t Ci4 = round_up(p_.Cin, 4), Co4 = round_up(p_.Cout, 4), us = Co4 * Ci4;
   for (Scratch& s : scratch_) std::fill(s.dU.begin(), s.dU.end(), T(0));
   LAMINA_PARALLEL_FOR
-  for (index_t ch = 0; ch < p_.chunks_w; ++ch) {
+  for (index_t ch = 0; ch < p_.chunks; ++ch) {
     Scratch& s = scratch_[static_cast<std::size_t>(thread_id())];
-    const index_t b0 = ch * p_.nimg_w, nb = std::min(p_.nimg_w, p_.B - b0), n = nb * p_.Q;
+    const index_t b0 = ch * p_.nimg, nb = std::min(p_.nimg, p_.B - b0), n = nb * p_.Q;
     const index_t N = round_up(n, k.winograd_nr);
     transform_input(x, p_.Cin, b0, nb, s);
     for (index_t i = 0; i < nb; ++i)
