@@ -64,13 +64,18 @@ void BM_EigenGemm(benchmark::State& st) {
 }
 
 // ---- Conv2d on the E1 network's shapes -------------------------------------------
-// Args: batch, channels (in = out), spatial size.
+// Args: batch, channels (in = out), spatial size, threads, algorithm (0 im2col,
+// 1 Winograd) and, for the backward, the part (0 dx and dW, 1 dx, 2 dW).
+// GFLOP/s counted as direct-convolution FLOPs (2·B·Cout·Cin·9·Ho·Wo per pass).
+Conv2dAlgorithm conv_algorithm(const benchmark::State& st) {
+  return st.range(4) == 1 ? Conv2dAlgorithm::winograd : Conv2dAlgorithm::im2col;
+}
 template <class T>
 void BM_Conv2dForward(benchmark::State& st) {
   set_num_threads(int(st.range(3)));
   const index_t B = st.range(0), C = st.range(1), S = st.range(2);
   Rng rng(1);
-  Conv2d<T> conv({C, C, 3, 3, 1, 1, false}, rng);
+  Conv2d<T> conv({C, C, 3, 3, 1, 1, false, conv_algorithm(st)}, rng);
   auto x = random<T>({B, C, S, S}, 2);
   Tensor<T> y(Shape{B, C, S, S});
   for (auto _ : st) {
@@ -83,16 +88,17 @@ template <class T>
 void BM_Conv2dBackward(benchmark::State& st) {
   set_num_threads(int(st.range(3)));
   const index_t B = st.range(0), C = st.range(1), S = st.range(2);
+  const Grad want{.input = st.range(5) != 2, .params = st.range(5) != 1};
   Rng rng(1);
-  Conv2d<T> conv({C, C, 3, 3, 1, 1, false}, rng);
+  Conv2d<T> conv({C, C, 3, 3, 1, 1, false, conv_algorithm(st)}, rng);
   auto x = random<T>({B, C, S, S}, 2), dy = random<T>({B, C, S, S}, 3);
   Tensor<T> y(Shape{B, C, S, S}), dx(Shape{B, C, S, S});
   conv.forward(x.cview(), y.view());
   for (auto _ : st) {
-    conv.backward(dy.cview(), dx.view());
+    conv.backward(dy.cview(), dx.view(), want);
     benchmark::DoNotOptimize(dx.data());
   }
-  gflops(st, 4.0 * double(B * C * S * S * C * 9));
+  gflops(st, (want.input && want.params ? 4.0 : 2.0) * double(B * C * S * S * C * 9));
 }
 // One image's im2col GEMM [C, 9C] x [9C, S*S], B times: the GEMM part of the conv alone.
 template <class T>
@@ -144,12 +150,20 @@ void BM_ResNetTrainStep(benchmark::State& st) {
 BENCHMARK_TEMPLATE(BM_LinearForward, float)->Args({4096, 256})->Args({4096, 1024});
 BENCHMARK_TEMPLATE(BM_LinearBackward, float)->Args({4096, 256})->Args({4096, 1024});
 BENCHMARK_TEMPLATE(BM_EigenGemm, float)->Args({4096, 256, 256})->Args({4096, 1024, 1024});
-BENCHMARK_TEMPLATE(BM_Conv2dForward, float)
-    ->Args({128, 16, 28, 1})->Args({128, 32, 14, 1})->Args({128, 64, 7, 1})
-    ->Args({128, 16, 28, 2})->Args({128, 64, 7, 2})->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_Conv2dBackward, float)
-    ->Args({128, 16, 28, 1})->Args({128, 32, 14, 1})->Args({128, 64, 7, 1})
-    ->Args({128, 16, 28, 2})->Args({128, 64, 7, 2})->UseRealTime()->Unit(benchmark::kMillisecond);
+void conv_shapes(benchmark::internal::Benchmark* b, bool parts) {
+  for (int algo : {0, 1})
+    for (int threads : {1, 2})
+      for (const auto& [C, S] : {std::pair{16, 28}, std::pair{32, 14}, std::pair{64, 7}})
+        for (int part = 0; part <= (parts ? 2 : 0); ++part) {
+          if (parts) b->Args({128, C, S, threads, algo, part});
+          else b->Args({128, C, S, threads, algo});
+        }
+  b->ArgNames(parts ? std::vector<std::string>{"B", "C", "S", "threads", "winograd", "part"}
+                    : std::vector<std::string>{"B", "C", "S", "threads", "winograd"});
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK_TEMPLATE(BM_Conv2dForward, float)->Apply([](auto* b) { conv_shapes(b, false); });
+BENCHMARK_TEMPLATE(BM_Conv2dBackward, float)->Apply([](auto* b) { conv_shapes(b, true); });
 BENCHMARK_TEMPLATE(BM_Conv2dGemmOnly, float)->Args({128, 16, 28})->Args({128, 32, 14})->Args({128, 64, 7})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ResNetTrainStep)->Arg(1)->Arg(2)->UseRealTime()->MinTime(3.0)->Unit(benchmark::kMillisecond);

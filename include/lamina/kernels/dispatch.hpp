@@ -14,6 +14,7 @@
 #include "lamina/kernels/short_rows.hpp"
 #include "lamina/kernels/softmax.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
+#include "lamina/kernels/winograd.hpp"
 
 namespace lamina::kernels {
 
@@ -37,6 +38,13 @@ struct KernelTable {
   void (*softmax_rows_short)(const T* a, T* p, index_t R, index_t n);
   void (*softmax_backward_rows_short)(const T* p, const T* dy, T* da, index_t R, index_t n);
   void (*kl_probs_rows_short)(const T* p, const T* q, T* out, index_t R, index_t n, T eps);
+  // Winograd F(2×2, 3×3) transforms and products (winograd.hpp).
+  index_t winograd_nr;  ///< column block of winograd_gemm (winograd_nv vectors)
+  void (*winograd_input)(const T* P, index_t ps, index_t pitch, index_t n, T* V, index_t es);
+  void (*winograd_output)(const T* M, index_t es, index_t n, T* Y, index_t ps);
+  void (*winograd_output_grad)(const T* G, index_t ps, index_t n, T* D, index_t es);
+  void (*winograd_gemm)(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ldb, index_t ldc);
+  void (*winograd_gemm_nt)(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ld);
 };
 
 inline namespace LAMINA_KERNELS_ISA_NS {
@@ -64,7 +72,13 @@ KernelTable<T> make_table() {
           &vexp<Arch, T>,
           static_cast<void (*)(const T*, T*, index_t, index_t)>(&softmax_rows_short<Arch, T>),
           &softmax_backward_rows_short<Arch, T>,
-          static_cast<void (*)(const T*, const T*, T*, index_t, index_t, T)>(&kl_probs_rows_short<Arch, T>)};
+          static_cast<void (*)(const T*, const T*, T*, index_t, index_t, T)>(&kl_probs_rows_short<Arch, T>),
+          winograd_nv * lanes<T, Arch>,
+          &winograd_input<Arch, T>,
+          &winograd_output<Arch, T>,
+          &winograd_output_grad<Arch, T>,
+          &winograd_gemm<Arch, T>,
+          &winograd_gemm_nt<Arch, T>};
 }
 }  // namespace LAMINA_KERNELS_ISA_NS
 

@@ -7,6 +7,10 @@
 // each with a single-threaded Eigen GEMM on an L2-sized col_b. The backward
 // rebuilds col_b instead of keeping the whole batch's columns (a 9× larger
 // tensor than x for 3×3 kernels).
+//
+// 3×3 kernels with stride 1 and padding 1 take the Winograd F(2×2, 3×3) path
+// instead (modules/conv2d_winograd.hpp), unless Conv2dOptions::algorithm asks
+// for im2col; the other shapes always take im2col.
 #include "lamina/core/eigen_core.hpp"
 #include <string>
 #include <vector>
@@ -15,14 +19,21 @@
 #include "lamina/core/init.hpp"
 #include "lamina/core/module.hpp"
 #include "lamina/core/parallel.hpp"
+#include "lamina/modules/conv2d_winograd.hpp"
 
 namespace lamina {
+
+/// How Conv2d computes: `automatic` takes Winograd where it applies (3×3,
+/// stride 1, padding 1) and im2col elsewhere; the others force one (tests and
+/// benchmarks); `winograd` on another shape is rejected.
+enum class Conv2dAlgorithm { automatic, im2col, winograd };
 
 struct Conv2dOptions {
   index_t in_channels = 1, out_channels = 1;
   index_t kernel_h = 3, kernel_w = 3;
   index_t stride = 1, padding = 0;
   bool bias = false;
+  Conv2dAlgorithm algorithm = Conv2dAlgorithm::automatic;
 };
 
 namespace detail {
@@ -99,6 +110,9 @@ class Conv2d {
             detail::text(o.kernel_h, "x", o.kernel_w));
     require(o.stride > 0, "Conv2d", "stride", "> 0", o.stride);
     require(o.padding >= 0, "Conv2d", "padding", ">= 0", o.padding);
+    require(o.algorithm != Conv2dAlgorithm::winograd || winograd_shape(), "Conv2d", "algorithm",
+            "winograd only for 3x3 kernels, stride 1, padding 1",
+            detail::text(o.kernel_h, "x", o.kernel_w, " stride ", o.stride, " padding ", o.padding));
     const Shape ws{o.out_channels, o.in_channels, o.kernel_h, o.kernel_w};
     W_ = Tensor<T>(ws);
     dW_ = Tensor<T>(ws);
@@ -142,6 +156,11 @@ class Conv2d {
     const Shape ys = output_shape(x.shape());
     require_shape(y, ys, "Conv2d", "y");
     const Geometry g = geometry(x.shape(), ys);
+    if (uses_winograd()) {
+      wino_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
+      wino_.forward(W_.data(), o_.bias ? b_.data() : nullptr, x.data(), y.data());
+      return;
+    }
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
     prepare_scratch(g, false);
     const T* xp = x.data();
@@ -174,6 +193,7 @@ class Conv2d {
     require_input_grad(dx, c.x.shape(), want, "Conv2d");
     if (!want.input && !want.params) return;
     const Geometry g = geometry(c.x.shape(), ys);
+    if (uses_winograd()) return backward_winograd(g, c.x.data(), dy.data(), dx.data(), want);
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
     prepare_scratch(g, want.params);
     const T* xp = c.x.data();
@@ -229,6 +249,20 @@ class Conv2d {
     bool used = false;
   };
 
+  bool winograd_shape() const noexcept {
+    return o_.kernel_h == 3 && o_.kernel_w == 3 && o_.stride == 1 && o_.padding == 1;
+  }
+  bool uses_winograd() const noexcept { return winograd_shape() && o_.algorithm != Conv2dAlgorithm::im2col; }
+  void backward_winograd(const Geometry& g, const T* x, const T* dy, T* dx, Grad want) {
+    wino_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
+    if (want.input) wino_.backward_input(W_.data(), dy, dx);
+    if (!want.params) return;
+    wino_.backward_weight(x, dy, dW_.data());
+    if (!o_.bias) return;
+    auto db = as_vector(db_.view());
+    for (index_t b = 0; b < g.B; ++b)
+      db.noalias() += Eigen::Map<const RowMatrix<T>>(dy + b * g.out_image, o_.out_channels, g.P).rowwise().sum();
+  }
   bool is_pointwise() const noexcept {
     return o_.kernel_h == 1 && o_.kernel_w == 1 && o_.stride == 1 && o_.padding == 0;
   }
@@ -252,6 +286,7 @@ class Conv2d {
   Conv2dOptions o_;
   Tensor<T> W_, dW_, b_, db_;
   std::vector<Scratch> scratch_;
+  detail::Winograd3x3<T> wino_;
   Cache cache_;
 };
 

@@ -1,0 +1,257 @@
+#pragma once
+// The Winograd F(2×2, 3×3) path of Conv2d for 3×3 kernels, stride 1, padding 1
+// (kernels/winograd.hpp has the transforms and the products).
+//
+// Images are taken in chunks of about a megabyte of transformed data; per chunk
+// each plane is copied into its polyphase layout (zero padding built in),
+// transformed to V [16][C][tiles of the chunk], multiplied by the transformed
+// weights (16 products [Cout × Cin]·[Cin × tiles]) and transformed back, the
+// 2×2 tiles interleaved into NCHW. The data gradient is the same convolution
+// of dy with the kernel rotated by 180° and the channels swapped; the weight
+// gradient transforms dy tiles (A dY Aᵀ), sums their products with the input
+// tiles' V over the tiles (16 products [Cout × tiles]·[tiles × Cin]) and maps
+// the sums back through Gᵀ · G. Chunks run in parallel, each thread on its own
+// scratch (kept between calls: no steady-state allocation).
+#include <algorithm>
+#include <vector>
+
+#include "lamina/core/aligned.hpp"
+#include "lamina/core/parallel.hpp"
+#include "lamina/kernels/dispatch.hpp"
+
+namespace lamina::detail {
+
+inline index_t round_up(index_t n, index_t m) { return (n + m - 1) / m * m; }
+
+/// U = G g Gᵀ for one 3×3 kernel g (row-major), u[4i + j].
+template <class T>
+void winograd_weight(const T* g, T* u) {
+  T s[4][3];
+  for (int c = 0; c < 3; ++c) {
+    const T g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
+    s[0][c] = g0, s[1][c] = T(0.5) * (g0 + g1 + g2), s[2][c] = T(0.5) * (g0 - g1 + g2), s[3][c] = g2;
+  }
+  for (int r = 0; r < 4; ++r) {
+    const T a = s[r][0], b = s[r][1], c = s[r][2];
+    u[4 * r] = a, u[4 * r + 1] = T(0.5) * (a + b + c), u[4 * r + 2] = T(0.5) * (a - b + c), u[4 * r + 3] = c;
+  }
+}
+
+/// dg += Gᵀ dU G for one 4×4 dU (du[4i + j] at stride `es`), dg 3×3 row-major.
+template <class T>
+void winograd_weight_grad(const T* du, index_t es, T* dg) {
+  T t[3][4];
+  for (int c = 0; c < 4; ++c) {
+    const T d0 = du[c * es], d1 = du[(4 + c) * es], d2 = du[(8 + c) * es], d3 = du[(12 + c) * es];
+    t[0][c] = d0 + T(0.5) * (d1 + d2), t[1][c] = T(0.5) * (d1 - d2), t[2][c] = T(0.5) * (d1 + d2) + d3;
+  }
+  for (int r = 0; r < 3; ++r) {
+    const T* a = t[r];
+    dg[3 * r] += a[0] + T(0.5) * (a[1] + a[2]);
+    dg[3 * r + 1] += T(0.5) * (a[1] - a[2]);
+    dg[3 * r + 2] += T(0.5) * (a[1] + a[2]) + a[3];
+  }
+}
+
+template <class T>
+class Winograd3x3 {
+ public:
+  /// Channels and image size of the next calls (reallocates only on a change).
+  void plan(index_t B, index_t Cin, index_t Cout, index_t H, index_t W) {
+    const kernels::KernelTable<T>& k = kernels::table<T>();
+    const index_t L = k.winograd_nr / kernels::winograd_nv;
+    Plan p{.B = B, .Cin = Cin, .Cout = Cout, .H = H, .W = W};
+    p.TH = (H + 1) / 2, p.TW = (W + 1) / 2, p.pitch = p.TW, p.Q = p.TH * p.pitch;
+    p.ps = round_up(p.Q + p.pitch + 2 * L, L);
+    p.Cp = round_up(std::max(Cin, Cout), kernels::winograd_mr);
+    const index_t cols = std::max<index_t>(64, (index_t(1) << 18) / (16 * (Cin + Cout)));
+    p.nimg = std::clamp<index_t>(cols / p.Q, 1, B);
+    p.chunks = (B + p.nimg - 1) / p.nimg;
+    p.ld = round_up(p.nimg * p.Q, k.winograd_nr) + L;
+    // The 16 rows of a tile's transform are es apart: off the 4 KiB multiples
+    // that would put them all in one L1 set.
+    p.es = round_up(p.Cp * p.ld, 1024) + 2 * L;
+    const bool same = p.Cin == p_.Cin && p.Cout == p_.Cout && p.H == p_.H && p.W == p_.W && p.nimg == p_.nimg;
+    p_ = p;
+    scratch_.resize(static_cast<std::size_t>(num_threads()));
+    for (Scratch& s : scratch_) {
+      if (same && s.ready) continue;
+      const auto block = static_cast<std::size_t>(16 * p.es);
+      s.P.assign(static_cast<std::size_t>(8 * p.ps), T(0));
+      s.Pd.assign(static_cast<std::size_t>(4 * p.ps), T(0));
+      s.Y.assign(static_cast<std::size_t>(4 * p.ps), T(0));
+      s.V.assign(block, T(0)), s.M.assign(block, T(0)), s.D.assign(block, T(0));
+      s.dU.assign(static_cast<std::size_t>(16 * round_up(Cout, 4) * round_up(Cin, 4)), T(0));
+      s.ready = true;
+    }
+    U_.resize(static_cast<std::size_t>(16 * p.Cp * p.Cp));
+  }
+
+  /// y = conv(x, w) + bias (bias may be null); w [Cout, Cin, 3, 3].
+  void forward(const T* w, const T* bias, const T* x, T* y) {
+    pack_weights(w, false);
+    apply(x, p_.Cin, p_.Cout, y, bias, false);
+  }
+  /// dx += the data gradient of dy.
+  void backward_input(const T* w, const T* dy, T* dx) {
+    pack_weights(w, true);
+    apply(dy, p_.Cout, p_.Cin, dx, nullptr, true);
+  }
+  /// dw += the weight gradient for x and dy.
+  void backward_weight(const T* x, const T* dy, T* dw);
+
+ private:
+  struct Plan {
+    index_t B = 0, Cin = 0, Cout = 0, H = 0, W = 0;
+    index_t TH = 0, TW = 0, pitch = 0, Q = 0, ps = 0, Cp = 0, nimg = 0, chunks = 0, ld = 0, es = 0;
+  };
+  struct Scratch {
+    aligned_vector<T> P, Pd, Y, V, M, D, dU;  // polyphase (padded, unpadded, output); transforms; dW sums
+    bool ready = false;
+  };
+
+  /// U_[e][k][m] (m < Mp, zero beyond the output channels): forward k = ci,
+  /// m = co; data gradient (kernel rotated by 180°) k = co, m = ci.
+  void pack_weights(const T* w, bool rotate) {
+    const index_t K = rotate ? p_.Cout : p_.Cin, Mp = round_up(rotate ? p_.Cin : p_.Cout, kernels::winograd_mr);
+    std::fill(U_.begin(), U_.end(), T(0));
+    for (index_t co = 0; co < p_.Cout; ++co)
+      for (index_t ci = 0; ci < p_.Cin; ++ci) {
+        T g[9], u[16];
+        const T* src = w + (co * p_.Cin + ci) * 9;
+        for (int i = 0; i < 9; ++i) g[i] = rotate ? src[8 - i] : src[i];
+        winograd_weight(g, u);
+        const index_t kk = rotate ? co : ci, mm = rotate ? ci : co;
+        for (int e = 0; e < 16; ++e) U_[static_cast<std::size_t>((e * K + kk) * Mp + mm)] = u[e];
+      }
+  }
+
+  /// even[k] = s[2k], odd[k] = s[2k + 1] for one row of W (plain loops: the
+  /// compiler vectorises the interleaved accesses).
+  static void deinterleave(const T* s, index_t W, T* even, T* odd) {
+    const index_t no = W / 2;
+    for (index_t k = 0; k < no; ++k) even[k] = s[2 * k], odd[k] = s[2 * k + 1];
+    if (W & 1) even[no] = s[W - 1];
+  }
+  /// Copies one plane, padded by one, into the 8-array input polyphase
+  /// (kernels/winograd.hpp): array (a, b, s) at (a·4 + b·2 + s)·ps. Elements
+  /// outside the image are never written (they stay 0), but for the first
+  /// column of array (a, 0, 0), which is cleared after use.
+  void to_input_polyphase(const T* src, T* P) const {
+    const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps, n = (p_.TH + 1) * TW;
+    for (index_t r = 0; r < H; ++r) {
+      T* row = P + ((r + 1) & 1) * 4 * ps + ((r + 1) >> 1) * TW;
+      // Odd padded columns to (a, 1, 0); even ones to (a, 0, 0) from its second
+      // column (the last of an even W spills into the next row's first).
+      deinterleave(src + r * W, W, row + 2 * ps, row + 1);
+    }
+    // Shift 1 is shift 0 one element on, but at the rows' ends: (a, 0, 1) ends
+    // on the spilled column (or the 0 of the next row's padding), (a, 1, 1) on 0.
+    for (index_t a = 0; a < 2; ++a) {
+      T* p = P + a * 4 * ps;
+      std::copy(p + 1, p + n + 1, p + ps);
+      std::copy(p + 2 * ps + 1, p + 2 * ps + n + 1, p + 3 * ps);
+      for (index_t i = 0; i <= p_.TH; ++i) p[i * TW] = T(0), p[3 * ps + i * TW + TW - 1] = T(0);
+    }
+  }
+  /// Copies one plane into the 4-array output polyphase.
+  void to_output_polyphase(const T* src, T* P) const {
+    const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps;
+    for (index_t r = 0; r < H; ++r) {
+      T* even = P + (r & 1) * 2 * ps + (r >> 1) * TW;
+      deinterleave(src + r * W, W, even, even + ps);
+    }
+  }
+  /// dst (+)= the interleaved 2×2 tiles of Y (plus bias when given).
+  void from_polyphase(const T* Y, T* dst, T bias, bool accumulate) const {
+    const index_t H = p_.H, W = p_.W, TW = p_.TW, ps = p_.ps, no = W / 2;
+    for (index_t r = 0; r < H; ++r) {
+      const T* even = Y + (r & 1) * 2 * ps + (r >> 1) * TW;
+      const T* odd = even + ps;
+      T* d = dst + r * W;
+      if (accumulate) {
+        for (index_t k = 0; k < no; ++k) d[2 * k] += even[k], d[2 * k + 1] += odd[k];
+        if (W & 1) d[W - 1] += even[no];
+      } else {
+        for (index_t k = 0; k < no; ++k) d[2 * k] = even[k] + bias, d[2 * k + 1] = odd[k] + bias;
+        if (W & 1) d[W - 1] = even[no] + bias;
+      }
+    }
+  }
+
+  /// Transforms Cs planes of the images [b0, b0 + nb) into s.V.
+  void transform_input(const T* src, index_t Cs, index_t b0, index_t nb, Scratch& s) const {
+    const kernels::KernelTable<T>& k = kernels::table<T>();
+    const index_t plane = p_.H * p_.W, es = p_.es;
+    for (index_t i = 0; i < nb; ++i)
+      for (index_t c = 0; c < Cs; ++c) {
+        to_input_polyphase(src + ((b0 + i) * Cs + c) * plane, s.P.data());
+        k.winograd_input(s.P.data(), p_.ps, p_.pitch, p_.Q, s.V.data() + c * p_.ld + i * p_.Q, es);
+      }
+  }
+
+  /// dst (+)= the convolution of src (Cs channels) by the packed U_ (Cd outputs).
+  void apply(const T* src, index_t Cs, index_t Cd, T* dst, const T* bias, bool accumulate) {
+    const kernels::KernelTable<T>& k = kernels::table<T>();
+    const index_t plane = p_.H * p_.W, es = p_.es, Mp = round_up(Cd, kernels::winograd_mr);
+    LAMINA_PARALLEL_FOR
+    for (index_t ch = 0; ch < p_.chunks; ++ch) {
+      Scratch& s = scratch_[static_cast<std::size_t>(thread_id())];
+      const index_t b0 = ch * p_.nimg, nb = std::min(p_.nimg, p_.B - b0);
+      transform_input(src, Cs, b0, nb, s);
+      const index_t N = round_up(nb * p_.Q, k.winograd_nr);
+      for (index_t e = 0; e < 16; ++e)
+        k.winograd_gemm(U_.data() + e * Cs * Mp, s.V.data() + e * es, s.M.data() + e * es, Mp, N, Cs, p_.ld,
+                        p_.ld);
+      for (index_t i = 0; i < nb; ++i)
+        for (index_t c = 0; c < Cd; ++c) {
+          k.winograd_output(s.M.data() + c * p_.ld + i * p_.Q, es, p_.Q, s.Y.data(), p_.ps);
+          from_polyphase(s.Y.data(), dst + ((b0 + i) * Cd + c) * plane, bias ? bias[c] : T(0), accumulate);
+        }
+    }
+  }
+
+  Plan p_;
+  aligned_vector<T> U_;
+  std::vector<Scratch> scratch_;
+};
+
+template <class T>
+void Winograd3x3<T>::backward_weight(const T* x, const T* dy, T* dw) {
+  const kernels::KernelTable<T>& k = kernels::table<T>();
+  const index_t plane = p_.H * p_.W, es = p_.es, ld = p_.ld;
+  const index_t Ci4 = round_up(p_.Cin, 4), Co4 = round_up(p_.Cout, 4), us = Co4 * Ci4;
+  for (Scratch& s : scratch_) std::fill(s.dU.begin(), s.dU.end(), T(0));
+  LAMINA_PARALLEL_FOR
+  for (index_t ch = 0; ch < p_.chunks; ++ch) {
+    Scratch& s = scratch_[static_cast<std::size_t>(thread_id())];
+    const index_t b0 = ch * p_.nimg, nb = std::min(p_.nimg, p_.B - b0), n = nb * p_.Q;
+    const index_t N = round_up(n, k.winograd_nr);
+    transform_input(x, p_.Cin, b0, nb, s);
+    for (index_t i = 0; i < nb; ++i)
+      for (index_t c = 0; c < p_.Cout; ++c) {
+        to_output_polyphase(dy + ((b0 + i) * p_.Cout + c) * plane, s.Pd.data());
+        k.winograd_output_grad(s.Pd.data(), p_.ps, p_.Q, s.D.data() + c * ld + i * p_.Q, es);
+      }
+    // Columns past the chunk's tiles and rows past the channels take no part.
+    for (index_t e = 0; e < 16; ++e) {
+      for (index_t c = 0; c < Ci4; ++c) {
+        T* v = s.V.data() + e * es + c * ld;
+        std::fill(v + (c < p_.Cin ? n : 0), v + N, T(0));
+      }
+      for (index_t c = 0; c < Co4; ++c) {
+        T* d = s.D.data() + e * es + c * ld;
+        std::fill(d + (c < p_.Cout ? n : 0), d + N, T(0));
+      }
+      k.winograd_gemm_nt(s.D.data() + e * es, s.V.data() + e * es, s.dU.data() + e * us, Co4, Ci4, N, ld);
+    }
+  }
+  // Per-thread sums reduced in a fixed order (deterministic for a thread count).
+  Scratch& s0 = scratch_.front();
+  for (std::size_t t = 1; t < scratch_.size(); ++t)
+    for (std::size_t i = 0; i < s0.dU.size(); ++i) s0.dU[i] += scratch_[t].dU[i];
+  for (index_t co = 0; co < p_.Cout; ++co)
+    for (index_t ci = 0; ci < p_.Cin; ++ci) winograd_weight_grad(s0.dU.data() + co * Ci4 + ci, us, dw + (co * p_.Cin + ci) * 9);
+}
+
+}  // namespace lamina::detail
