@@ -602,6 +602,7 @@ TEST_CASE("fpi errors: bad hyper-parameters and shapes name the module, the argu
   Rng rng(91);
   auto make = [&](fpi::Options o) { return make_tanh_fpi<double>(3, 4, rng, o); };
   CHECK_THROWS_WITH(make({.forward = {.m = 0}}), "lamina::FpiLayer: forward.m: expected >= 1, got 0");
+  CHECK_THROWS_WITH(make({.forward = {.m = 33}}), "lamina::FpiLayer: forward.m: expected <= 32, got 33");
   CHECK_THROWS_WITH(make({.forward = {.tol = 0}}), "lamina::FpiLayer: forward.tol: expected > 0, got 0");
   CHECK_THROWS_WITH(make({.forward = {.tol = -1e-3}}), "lamina::FpiLayer: forward.tol: expected > 0, got -0.001");
   CHECK_THROWS_WITH(make({.forward = {.max_iter = 0}}), "lamina::FpiLayer: forward.max_iter: expected >= 1, got 0");

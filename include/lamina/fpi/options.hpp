@@ -27,11 +27,12 @@ inline const char* name(Method m) noexcept {
 /// One solve of z = f(z), per sample: stop a sample when
 /// ‖f(z) − z‖ / (‖f(z)‖ + 1e-9) < tol or after max_iter evaluations of f.
 struct SolverOptions {
+  static constexpr index_t max_anderson_memory = 32;  ///< m's upper bound (fixed-capacity small systems)
   Method method = Method::anderson;
   double tol = 1e-4;
   index_t max_iter = 50;
   double tau = 1.0;      ///< Picard damping: z ← (1−τ) z + τ f(z), τ ∈ (0, 1]
-  index_t m = 5;         ///< Anderson memory (m ≥ 1)
+  index_t m = 5;         ///< Anderson memory, 1 ≤ m ≤ max_anderson_memory
   double lambda = 1e-4;  ///< Anderson regulariser (≥ 0), relative to the scale of the residual Gram matrix
   double beta = 1.0;     ///< Anderson mixing β ∈ (0, 1]
   index_t broyden_memory = 30;  ///< Broyden: rank-one updates kept (oldest replaced), ≥ 1
@@ -59,6 +60,8 @@ inline void validate(const SolverOptions& o, std::string_view module, std::strin
   require(o.max_iter >= 1, module, detail::text(which, ".max_iter"), ">= 1", o.max_iter);
   require(o.tau > 0 && o.tau <= 1, module, detail::text(which, ".tau"), "in (0, 1]", o.tau);
   require(o.m >= 1, module, detail::text(which, ".m"), ">= 1", o.m);
+  require(o.m <= SolverOptions::max_anderson_memory, module, detail::text(which, ".m"),
+          detail::text("<= ", SolverOptions::max_anderson_memory), o.m);
   require(o.lambda >= 0, module, detail::text(which, ".lambda"), ">= 0", o.lambda);
   require(o.beta > 0 && o.beta <= 1, module, detail::text(which, ".beta"), "in (0, 1]", o.beta);
   require(o.broyden_memory >= 1, module, detail::text(which, ".broyden_memory"), ">= 1", o.broyden_memory);
