@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <span>
 
+#include "lamina/kernels/batchnorm.hpp"
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
@@ -35,6 +36,11 @@ struct KernelTable {
   void (*softmax_rows_short)(const T* a, T* p, index_t R, index_t n);
   void (*softmax_backward_rows_short)(const T* p, const T* dy, T* da, index_t R, index_t n);
   void (*kl_probs_rows_short)(const T* p, const T* q, T* out, index_t R, index_t n, T eps);
+  // BatchNorm over one (b, c) plane (batchnorm.hpp).
+  void (*bn_sums)(const T* x, index_t n, T K, double* s);
+  void (*bn_apply)(const T* x, const T* r, T* y, index_t n, T m, T a, T b, bool relu);
+  void (*bn_grad_sums)(const T* x, const T* y, const T* dy, index_t n, T mean, T inv, double* s);
+  void (*bn_backward)(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, BnGrad<T> c);
 };
 
 inline namespace LAMINA_KERNELS_ISA_NS {
@@ -60,7 +66,11 @@ KernelTable<T> make_table() {
           &vexp<Arch, T>,
           static_cast<void (*)(const T*, T*, index_t, index_t)>(&softmax_rows_short<Arch, T>),
           &softmax_backward_rows_short<Arch, T>,
-          static_cast<void (*)(const T*, const T*, T*, index_t, index_t, T)>(&kl_probs_rows_short<Arch, T>)};
+          static_cast<void (*)(const T*, const T*, T*, index_t, index_t, T)>(&kl_probs_rows_short<Arch, T>),
+          &bn_sums<Arch, T>,
+          &bn_apply<Arch, T>,
+          &bn_grad_sums<Arch, T>,
+          &bn_backward<Arch, T>};
 }
 }  // namespace LAMINA_KERNELS_ISA_NS
 
