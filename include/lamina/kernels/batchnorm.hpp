@@ -85,6 +85,62 @@ void bn_backward(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, B
     if (dr) dr[i] += g;
   }
 }
+
+/// The whole-tensor reference (the former BatchNorm2d: statistics element by
+/// element in double, two passes): biased mean and variance of each channel.
+template <class T>
+void bn_moments(const T* x, index_t B, index_t C, index_t HW, double* mean, double* var) {
+  for (index_t c = 0; c < C; ++c) {
+    double s = 0, q = 0;
+    for (index_t b = 0; b < B; ++b)
+      for (index_t i = 0; i < HW; ++i) s += double(x[(b * C + c) * HW + i]);
+    mean[c] = s / double(B * HW);
+    for (index_t b = 0; b < B; ++b)
+      for (index_t i = 0; i < HW; ++i) q += (double(x[(b * C + c) * HW + i]) - mean[c]) * (double(x[(b * C + c) * HW + i]) - mean[c]);
+    var[c] = q / double(B * HW);
+  }
+}
+/// The shapes and per-channel terms of the whole-tensor references.
+struct BnShape {
+  index_t B, C, HW;
+  double eps;
+};
+/// y = relu?(γ (x − mean)/sqrt(var + eps) + β (+ r)) in double.
+template <class T>
+void bn_forward(const T* x, const T* r, T* y, BnShape d, const double* mean, const double* var, const T* gamma,
+                const T* beta, bool relu) {
+  for (index_t q = 0; q < d.B * d.C; ++q) {
+    const index_t c = q % d.C;
+    const double inv = 1 / std::sqrt(var[c] + d.eps);
+    for (index_t i = q * d.HW; i < (q + 1) * d.HW; ++i) {
+      double v = double(gamma[c]) * (double(x[i]) - mean[c]) * inv + double(beta[c]) + (r ? double(r[i]) : 0.0);
+      y[i] = T(relu && v < 0 ? 0.0 : v);
+    }
+  }
+}
+/// The backward of bn_forward in double: adds into dx, dr (if any), dgamma and
+/// dbeta; the ReLU mask from y when y ≠ nullptr; batch_stats as BatchNorm2d.
+template <class T>
+void bn_backward_full(const T* x, const T* y, const T* dy, T* dx, T* dr, T* dgamma, T* dbeta, BnShape d,
+                      const double* mean, const double* var, const T* gamma, bool batch_stats) {
+  const index_t n = d.B * d.HW;
+  for (index_t c = 0; c < d.C; ++c) {
+    const double inv = 1 / std::sqrt(var[c] + d.eps);
+    auto g = [&](index_t i) { return y && !(y[i] > T(0)) ? 0.0 : double(dy[i]); };
+    double sg = 0, sgh = 0;
+    for (index_t b = 0; b < d.B; ++b)
+      for (index_t i = (b * d.C + c) * d.HW; i < (b * d.C + c + 1) * d.HW; ++i)
+        sg += g(i), sgh += g(i) * (double(x[i]) - mean[c]) * inv;
+    dgamma[c] += T(sgh), dbeta[c] += T(sg);
+    const double k = double(gamma[c]) * inv, mg = batch_stats ? sg / double(n) : 0.0,
+                 mgh = batch_stats ? sgh / double(n) : 0.0;
+    for (index_t b = 0; b < d.B; ++b)
+      for (index_t i = (b * d.C + c) * d.HW; i < (b * d.C + c + 1) * d.HW; ++i) {
+        dx[i] += T(k * (g(i) - mg - (double(x[i]) - mean[c]) * inv * mgh));
+        if (dr) dr[i] += T(g(i));
+      }
+  }
+}
 }  // namespace ref
 
 namespace detail {
