@@ -128,7 +128,8 @@ void check_against_reference(Shape s, bool relu, bool residual, bool training, d
   for (T& m : bn.running_mean().span()) m = T(rng.uniform(-1, 1));
   set_training(bn, training);
   const Tensor<T> x = random_as<T>(s, 1, -2, 3), r = random_as<T>(s, 2, -1, 1), dy = random_as<T>(s, 3, -1, 1);
-  std::vector<double> mean(std::size_t(C)), var(std::size_t(C));
+  const auto Cn = static_cast<std::size_t>(C);
+  std::vector<double> mean(Cn), var(Cn);
   if (training) kr::bn_moments(x.data(), B, C, HW, mean.data(), var.data());
   else
     for (index_t c = 0; c < C; ++c) mean[std::size_t(c)] = double(bn.running_mean()[c]), var[std::size_t(c)] = double(bn.running_var()[c]);
@@ -271,7 +272,7 @@ TEST_CASE("BatchNorm2d with fused ReLU, and with fused residual add + ReLU, pass
     bn.running_var().fill(0.04);  // evaluation: x̂ = x/0.2, away from 0 as in training
     auto x = kink_free(s, 3);
     gradcheck::check(bn, x);
-    BnAddRelu m{BatchNorm2d<double>(3, {.relu = true}), gradcheck::random_tensor(s, 4, -0.03, 0.03), Tensor<double>(s)};
+    BnAddRelu m{BatchNorm2d<double>(3, {.relu = true}), gradcheck::random_tensor(s, 4, -0.03, 0.03), Tensor<double>(s), {}};
     set_training(m.bn, train);
     m.bn.running_var().fill(0.04);
     auto x2 = kink_free(s, 5);
