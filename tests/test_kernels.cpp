@@ -14,6 +14,7 @@
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
+#include "lamina/kernels/log.hpp"
 #include "lamina/kernels/softmax.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
 #include "support/golden.hpp"
@@ -803,4 +804,72 @@ TEMPLATE_TEST_CASE("batchnorm kernels propagate NaN and Inf as documented, in th
       REQUIRE(dr[std::size_t(at)] == T(0));
       REQUIRE(dr[std::size_t((at + 1) % n)] == dy[std::size_t((at + 1) % n)]);
     }
+}
+
+TEST_CASE("vlog is within 2 ulp of the correctly rounded log over all positive floats", "[kernels][log]") {
+  std::vector<float> x;
+  for (std::uint32_t b = 1; b < 0x7f800000u; b += 61) {  // every 61st positive float, subnormals included
+    float v;
+    std::memcpy(&v, &b, sizeof v);
+    x.push_back(v);
+  }
+  for (std::uint32_t b = 0x3f000000u; b <= 0x40000000u; ++b) {  // [0.5, 2] whole: the reduction's edges, log ≈ 0
+    float v;
+    std::memcpy(&v, &b, sizeof v);
+    x.push_back(v);
+  }
+  for (float v : {std::numeric_limits<float>::min(), std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::max(),
+                  1.41421356f, 1.41421366f, 0.70710677f})
+    x.push_back(v);
+  std::vector<float> y(x.size());
+  k::vlog(x.data(), y.data(), index_t(x.size()));
+  std::int64_t worst = 0;
+  float at = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const float ref = float(std::log(double(x[i])));
+    const std::int64_t u = ulps(y[i], ref);
+    if (u > worst) worst = u, at = x[i];
+  }
+  INFO("worst " << worst << " ulp at x = " << at);
+  CHECK(worst <= 2);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> s(std::size_t(k::lanes<float>) + 5, 1.0f), l(s.size());
+  for (std::size_t off : {std::size_t(0), s.size() - 5}) {  // the vector body and the scalar tail
+    std::fill(s.begin(), s.end(), 1.0f);
+    s[off] = 0.0f, s[off + 1] = -0.0f, s[off + 2] = inf, s[off + 3] = nan, s[off + 4] = -1.0f;
+    k::vlog(s.data(), l.data(), index_t(s.size()));
+    CHECK(l[off] == -inf);
+    CHECK(l[off + 1] == -inf);
+    CHECK(l[off + 2] == inf);
+    CHECK(std::isnan(l[off + 3]));
+    CHECK(std::isnan(l[off + 4]));
+    CHECK(l[(off + 5) % s.size()] == 0.0f);
+  }
+}
+
+TEST_CASE("kl_probs (one log of p/q) stays within 2e-6 relative of the double reference, also where p/q leaves the float range",
+          "[kernels][kl][accuracy]") {
+  // Tolerance: the float terms are each within a few ulp; the sum of n = 4096
+  // positive and negative terms is compared relative to Σ|term| (2e-6).
+  for (int mode = 0; mode < 3; ++mode) {
+    INFO("mode " << mode);
+    const index_t n = 4096;
+    auto p = randv<float>(n, 31, 1e-4, 1e-3), q = randv<float>(n, 32, 1e-4, 1e-3);
+    if (mode == 1)  // ratios beyond the float range in some lanes: the two-log fallback
+      for (index_t i = 0; i < n; i += 37) q[std::size_t(i)] = 1e-44f, p[std::size_t(i + 1)] = 1e-44f;
+    if (mode == 2)  // zeros in p (terms 0) and in q (+Inf)
+      for (index_t i = 0; i < n; i += 29) p[std::size_t(i)] = 0.0f;
+    std::vector<double> pd(p.begin(), p.end()), qd(q.begin(), q.end());
+    for (float eps : {0.0f, 1e-6f}) {
+      double scale = 0;
+      for (index_t i = 0; i < n; ++i) {
+        const double a = pd[std::size_t(i)] + double(eps), b = qd[std::size_t(i)] + double(eps);
+        if (a > 0) scale += std::abs(a * (std::log(a) - std::log(b)));
+      }
+      const double ref = k::ref::kl_probs(pd.data(), qd.data(), n, double(eps));
+      const float got = k::kl_probs(p.data(), q.data(), n, eps);
+      INFO("eps " << eps << " kl " << got << " reference " << ref);
+      CHECK(std::abs(double(got) - ref) <= 2e-6 * scale / (1 + double(n) * double(eps)));
+    }
+  }
 }

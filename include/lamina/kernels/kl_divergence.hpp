@@ -20,6 +20,7 @@
 // in the cached path's first try: 2 exps per element make this kernel
 // compute-bound.
 // Non-finite: NaN or +Inf in a row gives NaN.
+#include "lamina/kernels/log.hpp"
 #include "lamina/kernels/softmax.hpp"
 
 namespace lamina::kernels {
@@ -53,11 +54,19 @@ template <class Arch = default_arch, class T>
 T kl_probs(const T* p, const T* q, index_t n, T eps = T(0)) {
   using V = batch<T, Arch>;
   constexpr index_t W = index_t(V::size), U = 4 * W, block = 4096;
-  const V ve(eps), zero(T(0));
+  const V ve(eps), zero(T(0)), lo(std::numeric_limits<T>::min()), hi(std::numeric_limits<T>::max());
   auto term = [&](const V& pv, const V& qv) {
-    const V a = pv + ve, b = qv + ve;
+    const V a = pv + ve, b = qv + ve, ratio = a / b;
+    // One log of a/b (a division and a log instead of two logs): exact to an
+    // ulp of a/b, i.e. closer than log a − log b. Only where a/b is not a
+    // positive normal float (b zero, a or b negative, subnormal-ish, Inf, NaN)
+    // in a lane whose term counts (a ≠ 0) are both logs needed: then the
+    // vector is redone as a (log a − log b).
+    V l = vlog(ratio);
+    if (xsimd::any(!(ratio >= lo && ratio <= hi) && !(a == zero))) [[unlikely]]
+      l = vlog(a) - vlog(b);
     // 0·log 0 = 0; a NaN in a stays (a == 0 is false for NaN on every ISA).
-    return xsimd::select(a == zero, zero, a * (xsimd::log(a) - xsimd::log(b)));
+    return xsimd::select(a == zero, zero, a * l);
   };
   T total = 0;
   index_t i = 0;

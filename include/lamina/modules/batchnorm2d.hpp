@@ -92,11 +92,13 @@ class BatchNorm2d {
                          "backward without dr");
     run_backward(cache, dy, s, dx, nullptr, g);
   }
-  /// The residual form: dr += ∂L/∂r (dy, masked by the fused ReLU) when g.input.
+  /// The residual form: dr += ∂L/∂r (dy, masked by the fused ReLU) when
+  /// g.input and dr has data (View{}: r's gradient is not wanted).
   void backward(const Cache& cache, ConstView<T> dy, View<T> dx, View<T> dr, Grad g = {}) {
     require<shape_error>(cache.residual, "BatchNorm2d", "backward()", "a preceding forward(x, r, y)", "forward(x, y)");
-    if (g.input) require_shape(dr, cache.x.shape(), "BatchNorm2d", "dr");
-    run_backward(cache, dy, T(1), dx, g.input ? dr.data() : nullptr, g);
+    const bool with_dr = g.input && dr.data() != nullptr;
+    if (with_dr) require_shape(dr, cache.x.shape(), "BatchNorm2d", "dr");
+    run_backward(cache, dy, T(1), dx, with_dr ? dr.data() : nullptr, g);
   }
 
   void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
