@@ -17,22 +17,29 @@
 #include <cstdint>
 #include <limits>
 
-#include "lamina/kernels/simd.hpp"
+#include "lamina/kernels/exp.hpp"  // detail::is_avx512
 
 namespace lamina::kernels {
 inline namespace LAMINA_KERNELS_ISA_NS {
 
-/// log x lane by lane (float).
+namespace detail {
+/// log x for positive normal floats only (no subnormal, zero, Inf or NaN
+/// handling): the core of vlog, used alone where the caller has checked the
+/// range (kl_probs). AVX-512 takes m ∈ [1, 2) and e with vgetmantps and
+/// vgetexpps; other ISAs from the bit fields.
 template <class Arch>
-batch<float, Arch> vlog(batch<float, Arch> x) noexcept {
+[[gnu::always_inline]] inline batch<float, Arch> vlog_normal(const batch<float, Arch>& x) noexcept {
   using V = batch<float, Arch>;
   using I = batch<std::int32_t, Arch>;
-  const auto sub = x < V(std::numeric_limits<float>::min());  // subnormal, zero or negative
-  const V xs = xsimd::select(sub, x * V(8388608.0f), x);     // ·2^23: subnormals become normal
-  const I bits = xsimd::bitwise_cast<I>(xs);
-  // m ∈ [1, 2) from the mantissa; e the unbiased exponent (−23 for scaled subnormals).
-  V m = xsimd::bitwise_cast<V>((bits & I(0x007fffff)) | I(0x3f800000));
-  V e = xsimd::to_float((bits >> 23) - I(127)) - xsimd::select(sub, V(23.0f), V(0.0f));
+  V m, e;
+  if constexpr (is_avx512<Arch>) {
+    m = _mm512_getmant_ps(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+    e = _mm512_getexp_ps(x);
+  } else {
+    const I bits = xsimd::bitwise_cast<I>(x);
+    m = xsimd::bitwise_cast<V>((bits & I(0x007fffff)) | I(0x3f800000));
+    e = xsimd::to_float((bits >> 23) - I(127));
+  }
   const auto big = m > V(1.41421356237f);  // m ∈ [√2, 2): halve it
   m = xsimd::select(big, m * V(0.5f), m);
   e = xsimd::select(big, e + V(1.0f), e);
@@ -46,14 +53,33 @@ batch<float, Arch> vlog(batch<float, Arch> x) noexcept {
   p = xsimd::fma(p, f, V(2.0000714765e-1f));
   p = xsimd::fma(p, f, V(-2.4999993993e-1f));
   p = xsimd::fma(p, f, V(3.3333331174e-1f));
-  V y = xsimd::fma(p * f, z, xsimd::fma(e, V(-2.12194440e-4f), V(-0.5f) * z));  // f³P − f²/2 + e·lo
-  y = xsimd::fma(e, V(0.693359375f), f + y);
-  // Specials: the bit path gives finite garbage for x ≤ 0, +Inf and NaN.
+  const V y = xsimd::fma(p * f, z, xsimd::fma(e, V(-2.12194440e-4f), V(-0.5f) * z));  // f³P − f²/2 + e·lo
+  return xsimd::fma(e, V(0.693359375f), f + y);
+}
+}  // namespace detail
+
+/// log x lane by lane (float). Always inlined: as a call, its constants are
+/// reloaded and the caller's vectors spilled around it (perf: half the time of
+/// kl_probs).
+template <class Arch>
+[[gnu::always_inline]] inline batch<float, Arch> vlog(batch<float, Arch> x) noexcept {
+  using V = batch<float, Arch>;
+  const auto sub = x < V(std::numeric_limits<float>::min());  // subnormal, zero or negative
+  V y = detail::vlog_normal<Arch>(xsimd::select(sub, x * V(8388608.0f), x));  // ·2^23: subnormals become normal
+  y = xsimd::select(sub, y - V(15.9423851528f), y);                             // − 23 ln2
+  // Specials: the core gives finite garbage for x ≤ 0, +Inf and NaN.
   const V inf(std::numeric_limits<float>::infinity());
   y = xsimd::select(x < inf, y, x);  // +Inf → +Inf, NaN → NaN
   y = xsimd::select(x == V(0.0f), -inf, y);
   return xsimd::select(x < V(0.0f), V(std::numeric_limits<float>::quiet_NaN()), y);
 }
+
+namespace detail {
+template <class Arch>
+batch<double, Arch> vlog_normal(const batch<double, Arch>& x) noexcept {
+  return xsimd::log(x);
+}
+}  // namespace detail
 
 /// log x lane by lane (double: xsimd's).
 template <class Arch>
