@@ -90,11 +90,7 @@ batch<double, Arch> vlog(const batch<double, Arch>& x) noexcept {
 /// y_i = log x_i over an array (vector body, std::log tail); y may alias x.
 template <class Arch = default_arch, class T>
 void vlog(const T* x, T* y, index_t n) noexcept {
-  using V = batch<T, Arch>;
-  constexpr index_t W = index_t(V::size);
-  index_t i = 0;
-  for (; i + W <= n; i += W) vlog(V::load_unaligned(x + i)).store_unaligned(y + i);
-  for (; i < n; ++i) y[i] = std::log(x[i]);
+  detail::map_array<Arch>(x, y, n, [](const batch<T, Arch>& v) { return vlog(v); }, [](T v) { return std::log(v); });
 }
 
 }  // namespace LAMINA_KERNELS_ISA_NS
