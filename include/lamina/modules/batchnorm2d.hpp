@@ -159,15 +159,14 @@ class BatchNorm2d {
     for (index_t c = 0; c < C_; ++c) {
       double s1 = 0, s2 = 0;
       for (index_t b = 0; b < pl.B; ++b) s1 += s[2 * (b * C_ + c)], s2 += s[2 * (b * C_ + c) + 1];
-      const double mean = double(x[c * pl.HW]) + s1 / n, v = (s2 - s1 * (s1 / n)) / n, var = v < 0 ? 0.0 : v;  // NaN stays
-      if (std::isnan(s1) || std::isnan(s2) || !std::isfinite(mean)) {  // non-finite input: NaN statistics
-        cache.mean[c] = cache.inv[c] = std::numeric_limits<T>::quiet_NaN();
-      } else {
-        cache.mean[c] = T(mean);
-        cache.inv[c] = T(1.0 / std::sqrt(var + eps_));
-      }
+      const double m0 = double(x[c * pl.HW]) + s1 / n, v = (s2 - s1 * (s1 / n)) / n;
+      // A NaN or Inf in the channel: NaN statistics (kernels/batchnorm.hpp).
+      const bool finite = !std::isnan(s1) && !std::isnan(s2) && std::isfinite(m0);
+      const double mean = finite ? m0 : std::numeric_limits<double>::quiet_NaN(), var = v < 0 ? 0.0 : v;  // NaN stays
+      cache.mean[c] = T(mean);
+      cache.inv[c] = finite ? T(1.0 / std::sqrt(var + eps_)) : std::numeric_limits<T>::quiet_NaN();
       if (update) {
-        rmean_[c] = T((1 - momentum_) * double(rmean_[c]) + momentum_ * double(cache.mean[c]));
+        rmean_[c] = T((1 - momentum_) * double(rmean_[c]) + momentum_ * mean);
         rvar_[c] = T((1 - momentum_) * double(rvar_[c]) + momentum_ * var * n / (n - 1));
       }
     }
