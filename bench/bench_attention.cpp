@@ -270,9 +270,9 @@ void BM_E2Step(benchmark::State& st) {
     Stepper other(make_ela_resnet<float>(o, m, r2));
     if constexpr (K == Case::ela_skipped) {
       for (std::size_t b : {1, 3}) {
-        other.net.template get<3>()[b].set_skipped(true);
-        other.net.template get<4>()[b].set_skipped(true);
-        other.net.template get<5>()[b].set_skipped(true);
+        other.net.template get<resnet_stage_index(0)>()[b].set_skipped(true);
+        other.net.template get<resnet_stage_index(1)>()[b].set_skipped(true);
+        other.net.template get<resnet_stage_index(2)>()[b].set_skipped(true);
       }
     }
     interleaved(st, base, other);

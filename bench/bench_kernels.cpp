@@ -15,6 +15,8 @@
 
 #include "lamina/core/aligned.hpp"
 #include "lamina/core/random.hpp"
+#include "lamina/modules/batchnorm2d.hpp"
+#include "lamina/kernels/batchnorm.hpp"
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
 #include "lamina/kernels/softmax.hpp"
@@ -239,6 +241,71 @@ void BM_DepthwiseConv3x3Backward(benchmark::State& st) {
   account(st, 4.0 * double(n) * 4, double(n));  // x, dy read; dx read and written
 }
 
+// ---- BatchNorm2d at the E1 shapes (batch 128: 16×28², 32×14², 64×7²) --------------
+// The first argument is the element count of the triad that moves the same
+// bytes: forward reads x twice (statistics, apply) and writes y, 3 streams of
+// N = 128·C·HW, like the triad of N; backward reads x and dy twice and reads
+// and writes dx, 6 streams: the triad of 2N. Implementation 1 ("scalar") is
+// kernels::ref: the former BatchNorm2d's double two-pass statistics, element by
+// element (without its x̂ copy, so a little faster than it was).
+struct BnShape {
+  index_t C, HW;
+};
+BnShape bn_shape(index_t N) {
+  const index_t C = N == 1605632 ? 16 : N == 802816 ? 32 : 64;
+  return {C, N / (128 * C)};
+}
+void bn_forward(benchmark::State& st, bool relu) {
+  const index_t N = st.range(0), impl = st.range(1);
+  const BnShape d = bn_shape(N);
+  const Shape s{128, d.C, 1, d.HW};
+  auto x = data(N, 1);
+  Buffer y(static_cast<std::size_t>(N));
+  BatchNorm2d<float> bn(d.C, {.relu = relu});
+  BatchNorm2d<float>::Cache c;
+  std::vector<double> mean(static_cast<std::size_t>(d.C)), var(mean);
+  for (auto _ : st) {
+    if (impl == simd) {
+      bn.forward(ConstView<float>(x.data(), s), View<float>(y.data(), s), c);
+    } else {
+      k::ref::bn_moments(x.data(), 128, d.C, d.HW, mean.data(), var.data());
+      k::ref::bn_forward(x.data(), static_cast<const float*>(nullptr), y.data(), {128, d.C, d.HW, 1e-5}, mean.data(),
+                         var.data(), bn.gamma().data(), bn.beta().data(), relu);
+    }
+    benchmark::ClobberMemory();
+  }
+  account(st, 3.0 * double(N) * 4, double(N));
+}
+void BM_BNForward(benchmark::State& st) { bn_forward(st, false); }
+void BM_BNForwardReLU(benchmark::State& st) { bn_forward(st, true); }
+void BM_BNBackward(benchmark::State& st) {
+  const index_t N = st.range(0) / 2, impl = st.range(1);
+  const BnShape d = bn_shape(N);
+  const Shape s{128, d.C, 1, d.HW};
+  auto x = data(N, 1), dy = data(N, 2), dx = data(N, 3);
+  Buffer y(static_cast<std::size_t>(N));
+  BatchNorm2d<float> bn(d.C);
+  BatchNorm2d<float>::Cache c;
+  bn.forward(ConstView<float>(x.data(), s), View<float>(y.data(), s), c);
+  std::vector<double> mean(static_cast<std::size_t>(d.C)), var(mean);
+  k::ref::bn_moments(x.data(), 128, d.C, d.HW, mean.data(), var.data());
+  std::vector<float> dg(static_cast<std::size_t>(d.C)), db(dg);
+  for (auto _ : st) {
+    if (impl == simd)
+      bn.backward(c, ConstView<float>(dy.data(), s), View<float>(dx.data(), s));
+    else
+      k::ref::bn_backward_full(x.data(), static_cast<const float*>(nullptr), dy.data(), dx.data(), static_cast<float*>(nullptr),
+                               dg.data(), db.data(), {128, d.C, d.HW, 1e-5}, mean.data(), var.data(),
+                               bn.gamma().data(), true);
+    benchmark::ClobberMemory();
+  }
+  account(st, 6.0 * double(N) * 4, double(N));
+}
+void sizes_bn(benchmark::internal::Benchmark* b, index_t scale) {
+  for (index_t N : {index_t(1605632), index_t(802816), index_t(401408)})
+    for (index_t impl : {simd, scalar}) b->Args({scale * N, impl});
+}
+
 // Working sets: L1 ≈ 16 KiB, L2 ≈ 512 KiB, DRAM ≈ 256 MiB (floats per array).
 constexpr index_t l1 = 2048, l2 = 65536, dram = 32 * 1024 * 1024;
 void sizes3(benchmark::internal::Benchmark* b) {
@@ -256,6 +323,11 @@ void sizes_dw(benchmark::internal::Benchmark* b) {  // batch 1 (L2) and 256 (DRA
 }  // namespace
 
 BENCHMARK(BM_Triad)->Arg(1024)->Arg(l1)->Arg(32768)->Arg(l2)->Arg(16 * 1024 * 1024)->Arg(dram);
+// The byte counts of the BatchNorm benchmarks (E1 shapes: N and 2N).
+BENCHMARK(BM_Triad)->Arg(401408)->Arg(802816)->Arg(1605632)->Arg(3211264);
+BENCHMARK(BM_BNForward)->Apply([](auto* b) { sizes_bn(b, 1); });
+BENCHMARK(BM_BNForwardReLU)->Apply([](auto* b) { sizes_bn(b, 1); });
+BENCHMARK(BM_BNBackward)->Apply([](auto* b) { sizes_bn(b, 2); });
 BENCHMARK(BM_Copy)->Arg(l1)->Arg(l2)->Arg(dram);
 BENCHMARK(BM_SoftmaxRows)->Apply(sizes3);
 BENCHMARK(BM_SoftmaxLongRow)->Apply(sizes3);

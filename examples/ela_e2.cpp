@@ -196,7 +196,7 @@ json train_variant(const std::string& label, const std::string& v, std::uint64_t
         at::ElaSchedule<float> sch(schedule_options(c));
         add_stages(sch, net);
         std::vector<at::Control<float>*> ctl;
-        for (auto* st : {&net.template get<3>(), &net.template get<4>(), &net.template get<5>()})
+        for (auto* st : {&net.template get<resnet_stage_index(0)>(), &net.template get<resnet_stage_index(1)>(), &net.template get<resnet_stage_index(2)>()})
           for (auto& b : *st) ctl.push_back(&b.control());
         run = examples::train_run(label, net, seed, s, d, progress, comm, ela_hook(sch, ctl, comm));
         run["warmup_epochs"] = sch.warmup();
@@ -232,7 +232,7 @@ std::map<std::string, examples::Timing> time_variants(const Config& c, const exa
         if (v == "ela")
           prepare = [&skip](Net& n) {
             std::size_t k = 0;
-            for (auto* st : {&n.template get<3>(), &n.template get<4>(), &n.template get<5>()})
+            for (auto* st : {&n.template get<resnet_stage_index(0)>(), &n.template get<resnet_stage_index(1)>(), &n.template get<resnet_stage_index(2)>()})
               for (auto& blk : *st) {
                 blk.set_skipped(k < skip.size() && skip[k] != 0);
                 ++k;

@@ -10,9 +10,11 @@
 #include <vector>
 
 #include "lamina/core/random.hpp"
+#include "lamina/kernels/batchnorm.hpp"
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
+#include "lamina/kernels/log.hpp"
 #include "lamina/kernels/softmax.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
 #include "support/golden.hpp"
@@ -754,4 +756,158 @@ TEST_CASE("kernel entry points reject mismatched views", "[kernels][errors]") {
   std::vector<ConstView<float>> vs{a.cview()};
   Tensor<float> A(Shape{2, 2});
   CHECK_THROWS_WITH((k::aggregate<k::default_arch, float>(vs, A.cview(), a.view())), Catch::Contains("aggregate: A shape"));
+}
+
+namespace {
+/// |a − b| ≤ tol·(1 + scale), per element.
+template <class T>
+void require_near(const std::vector<T>& a, const std::vector<T>& b, double tol, const char* what) {
+  INFO(what);
+  for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(std::abs(double(a[i]) - double(b[i])) <= tol * (1 + std::abs(double(b[i]))));
+}
+template <class T>
+std::vector<T> with_nonpositive(std::vector<T> y) {  // exact zeros and negatives for the ReLU mask
+  for (std::size_t i = 0; i < y.size(); i += 3) y[i] = i % 2 ? T(0) : -y[i] * y[i];
+  return y;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("batchnorm kernels equal the reference at every tail length and offset", "[kernels][batchnorm]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 4e-6 : 1e-13;
+  std::vector<index_t> lengths;
+  for (index_t n = 1; n <= 67; ++n) lengths.push_back(n);
+  for (index_t n : {k::bn_block - 1, k::bn_block + 17, 3 * k::bn_block + 5}) lengths.push_back(n);
+  const k::BnGrad<T> cf{.mean = T(0.3), .k = T(1.7), .c0 = T(-0.2), .c1 = T(0.45)};
+  for (index_t n : lengths)
+    for (index_t off : {0, 1}) {
+      INFO("n " << n << " offset " << off);
+      const auto x = randv<T>(n + off, std::uint64_t(n), -3, 5), r = randv<T>(n + off, 7), dy = randv<T>(n + off, 8);
+      const auto y = with_nonpositive(randv<T>(n + off, 9));
+      double s[2], t[2];
+      k::bn_sums(x.data() + off, n, T(0.7), s);
+      k::ref::bn_sums(x.data() + off, n, T(0.7), t);
+      REQUIRE(s[0] == Approx(t[0]).epsilon(tol).margin(tol * double(n)));
+      REQUIRE(s[1] == Approx(t[1]).epsilon(tol));
+      for (const T* yp : {static_cast<const T*>(nullptr), y.data() + off}) {
+        k::bn_grad_sums(x.data() + off, yp, dy.data() + off, n, T(0.3), T(1.3), s);
+        k::ref::bn_grad_sums(x.data() + off, yp, dy.data() + off, n, T(0.3), T(1.3), t);
+        REQUIRE(s[0] == Approx(t[0]).margin(tol * double(n)));
+        REQUIRE(s[1] == Approx(t[1]).margin(tol * 8 * double(n)));
+        for (bool with_r : {false, true}) {
+          std::vector<T> dx = randv<T>(n + off, 10), dx2 = dx, dr = randv<T>(n + off, 11), dr2 = dr;
+          k::bn_backward(x.data() + off, yp, dy.data() + off, dx.data() + off, with_r ? dr.data() + off : nullptr, n, cf);
+          k::ref::bn_backward(x.data() + off, yp, dy.data() + off, dx2.data() + off, with_r ? dr2.data() + off : nullptr, n, cf);
+          require_near(dx, dx2, tol, "dx");
+          require_near(dr, dr2, tol, "dr");
+        }
+      }
+      for (bool relu : {false, true})
+        for (const T* rp : {static_cast<const T*>(nullptr), r.data() + off}) {
+          std::vector<T> a(x.size()), b(x.size());
+          k::bn_apply(x.data() + off, rp, a.data() + off, n, T(0.9), T(1.4), T(-0.3), relu);
+          k::ref::bn_apply(x.data() + off, rp, b.data() + off, n, T(0.9), T(1.4), T(-0.3), relu);
+          require_near(a, b, tol, "y");
+        }
+    }
+}
+
+TEMPLATE_TEST_CASE("batchnorm kernels propagate NaN and Inf as documented, in the body and the tail", "[kernels][batchnorm][adversarial]", float, double) {
+  using T = TestType;
+  const T nan = std::numeric_limits<T>::quiet_NaN(), inf_t = std::numeric_limits<T>::infinity();
+  for (index_t n : {index_t(5), index_t(67), k::bn_block + 3})
+    for (index_t at : {index_t(0), n - 1}) {
+      INFO("n " << n << " special value at " << at);
+      for (T v : {nan, inf_t, -inf_t}) {
+        auto x = randv<T>(n, 1);
+        x[std::size_t(at)] = v;
+        double s[2];
+        k::bn_sums(x.data(), n, T(0), s);
+        REQUIRE(!std::isfinite(s[0]));  // NaN, or ±Inf: the statistics are not finite
+        REQUIRE(!std::isfinite(s[1]));
+        std::vector<T> y(x.size());
+        k::bn_apply(x.data(), static_cast<const T*>(nullptr), y.data(), n, T(0), T(1), T(0), true);
+        if (std::isnan(v)) REQUIRE(std::isnan(y[std::size_t(at)]));  // the ReLU passes NaN
+        else REQUIRE(y[std::size_t(at)] == (v > 0 ? v : T(0)));
+        k::bn_apply(x.data(), static_cast<const T*>(nullptr), y.data(), n, T(0), T(-1), T(0), false);
+        if (std::isnan(v)) REQUIRE(std::isnan(y[std::size_t(at)]));
+        else REQUIRE(y[std::size_t(at)] == -v);
+      }
+      // The mask [y > 0] drops a NaN output's gradient; dr gets the masked dy.
+      auto yv = randv<T>(n, 2, 0.5, 1), dy = randv<T>(n, 3), x = randv<T>(n, 4);
+      yv[std::size_t(at)] = nan;
+      std::vector<T> dx(x.size(), T(0)), dr(x.size(), T(0));
+      k::bn_backward(x.data(), yv.data(), dy.data(), dx.data(), dr.data(), n, k::BnGrad<T>{T(0), T(2), T(0), T(0)});
+      REQUIRE(dx[std::size_t(at)] == T(0));
+      REQUIRE(dr[std::size_t(at)] == T(0));
+      REQUIRE(dr[std::size_t((at + 1) % n)] == dy[std::size_t((at + 1) % n)]);
+    }
+}
+
+TEST_CASE("vlog is within 2 ulp of the correctly rounded log over all positive floats", "[kernels][log]") {
+  std::vector<float> x;
+  for (std::uint32_t b = 1; b < 0x7f800000u; b += 61) {  // every 61st positive float, subnormals included
+    float v;
+    std::memcpy(&v, &b, sizeof v);
+    x.push_back(v);
+  }
+  for (std::uint32_t b = 0x3f000000u; b <= 0x40000000u; ++b) {  // [0.5, 2] whole: the reduction's edges, log ≈ 0
+    float v;
+    std::memcpy(&v, &b, sizeof v);
+    x.push_back(v);
+  }
+  for (float v : {std::numeric_limits<float>::min(), std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::max(),
+                  1.41421356f, 1.41421366f, 0.70710677f})
+    x.push_back(v);
+  std::vector<float> y(x.size());
+  k::vlog(x.data(), y.data(), index_t(x.size()));
+  std::int64_t worst = 0;
+  float at = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const float ref = float(std::log(double(x[i])));
+    const std::int64_t u = ulps(y[i], ref);
+    if (u > worst) worst = u, at = x[i];
+  }
+  INFO("worst " << worst << " ulp at x = " << at);
+  CHECK(worst <= 2);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> s(std::size_t(k::lanes<float>) + 5, 1.0f), l(s.size());
+  for (std::size_t off : {std::size_t(0), s.size() - 5}) {  // the vector body and the scalar tail
+    std::fill(s.begin(), s.end(), 1.0f);
+    s[off] = 0.0f, s[off + 1] = -0.0f, s[off + 2] = inf, s[off + 3] = nan, s[off + 4] = -1.0f;
+    k::vlog(s.data(), l.data(), index_t(s.size()));
+    CHECK(l[off] == -inf);
+    CHECK(l[off + 1] == -inf);
+    CHECK(l[off + 2] == inf);
+    CHECK(std::isnan(l[off + 3]));
+    CHECK(std::isnan(l[off + 4]));
+    CHECK(l[(off + 5) % s.size()] == 0.0f);
+  }
+}
+
+TEST_CASE("kl_probs (one log of p/q) stays within 2e-6 relative of the double reference, also where p/q leaves the float range",
+          "[kernels][kl][accuracy]") {
+  // Tolerance: the float terms are each within a few ulp; the sum of n = 4096
+  // positive and negative terms is compared relative to Σ|term| (2e-6).
+  for (int mode = 0; mode < 3; ++mode) {
+    INFO("mode " << mode);
+    const index_t n = 4096;
+    auto p = randv<float>(n, 31, 1e-4, 1e-3), q = randv<float>(n, 32, 1e-4, 1e-3);
+    if (mode == 1)  // ratios beyond the float range in some lanes: the two-log fallback
+      for (index_t i = 0; i < n; i += 37) q[std::size_t(i)] = 1e-44f, p[std::size_t(i + 1)] = 1e-44f;
+    if (mode == 2)  // zeros in p (terms 0) and in q (+Inf)
+      for (index_t i = 0; i < n; i += 29) p[std::size_t(i)] = 0.0f;
+    std::vector<double> pd(p.begin(), p.end()), qd(q.begin(), q.end());
+    for (float eps : {0.0f, 1e-6f}) {
+      double scale = 0;
+      for (index_t i = 0; i < n; ++i) {
+        const double a = pd[std::size_t(i)] + double(eps), b = qd[std::size_t(i)] + double(eps);
+        if (a > 0) scale += std::abs(a * (std::log(a) - std::log(b)));
+      }
+      const double ref = k::ref::kl_probs(pd.data(), qd.data(), n, double(eps));
+      const float got = k::kl_probs(p.data(), q.data(), n, eps);
+      INFO("eps " << eps << " kl " << got << " reference " << ref);
+      CHECK(std::abs(double(got) - ref) <= 2e-6 * scale / (1 + double(n) * double(eps)));
+    }
+  }
 }

@@ -15,7 +15,7 @@ TEMPLATE_TEST_CASE("BasicBlock matches the golden files (training mode)", "[resn
     INFO(name);
     Rng rng(1);
     auto block = make_basic_block<T>(c.i("in_channels"), c.i("out_channels"), c.i("stride"), rng);
-    REQUIRE(block.template get<0>().shortcut().is_identity() == (c.i("downsample") == 0));
+    REQUIRE(block.shortcut().is_identity() == (c.i("downsample") == 0));
     // Load every parameter and buffer by its PyTorch state_dict name.
     std::map<std::string, Tensor<T>> grads_before;
     visit_parameters(block, [&](const ParamRef<T>& p) {
@@ -70,4 +70,65 @@ TEST_CASE("A tiny ResNet passes the gradient check end to end", "[resnet][gradch
   auto net = make_resnet<double>({1, {2, 3, 4}, 1, 3}, rng);
   auto x = gradcheck::random_tensor({2, 1, 6, 6}, 41);
   gradcheck::check(net, x);
+}
+
+namespace {
+/// The block as the generic composites build it (no fusion), for comparison.
+template <class T>
+using ComposedBlock = Sequential<Residual<Sequential<Conv2d<T>, BatchNorm2d<T>, ReLU<T>, Conv2d<T>, BatchNorm2d<T>>, Shortcut<T>>, ReLU<T>>;
+template <class T>
+ComposedBlock<T> composed_block(index_t in, index_t out, index_t stride, Rng& rng) {
+  Sequential<Conv2d<T>, BatchNorm2d<T>, ReLU<T>, Conv2d<T>, BatchNorm2d<T>> body(
+      Conv2d<T>({in, out, 3, 3, stride, 1, false}, rng), BatchNorm2d<T>(out), ReLU<T>{},
+      Conv2d<T>({out, out, 3, 3, 1, 1, false}, rng), BatchNorm2d<T>(out));
+  body.set_names({"conv1", "bn1", "relu", "conv2", "bn2"});
+  Residual<decltype(body), Shortcut<T>> res(std::move(body), Shortcut<T>(in, out, stride, rng));
+  res.set_names("", "downsample.");
+  ComposedBlock<T> block(std::move(res), ReLU<T>{});
+  block.set_names({"", "relu_out"});
+  return block;
+}
+template <class M>
+std::map<std::string, std::vector<double>> tensors_of(M& m, bool grads) {
+  std::map<std::string, std::vector<double>> out;
+  visit_parameters(m, [&](const auto& p) {
+    const auto& v = grads ? p.grad : p.value;
+    if (!grads || p.trainable) out[p.name].assign(v.data(), v.data() + v.size());
+  });
+  return out;
+}
+}  // namespace
+
+TEST_CASE("the fused BasicBlock equals the composition conv-BN-ReLU-conv-BN + shortcut, ReLU", "[resnet][compose]") {
+  for (index_t stride : {1, 2}) {
+    for (Grad g : {Grad{}, Grad{.params = false}, Grad{.input = false}}) {
+      INFO("stride " << stride << " input " << g.input << " params " << g.params);
+      Rng r1(9), r2(9);
+      auto fused = make_basic_block<double>(3, stride == 1 ? 3 : 4, stride, r1);
+      auto plain = composed_block<double>(3, stride == 1 ? 3 : 4, stride, r2);
+      // Same draws, same names: the same parameters; gradients pre-filled alike.
+      REQUIRE(tensors_of(fused, false) == tensors_of(plain, false));
+      auto fill = [](const ParamRef<double>& p) { if (p.trainable) std::fill(p.grad.data(), p.grad.data() + p.grad.size(), 0.125); };
+      visit_parameters(fused, fill);
+      visit_parameters(plain, fill);
+      const auto x = gradcheck::random_tensor({2, 3, 6, 6}, 12), dyr = gradcheck::random_tensor(fused.output_shape(x.shape()), 13);
+      Tensor<double> yf(dyr.shape()), yp(dyr.shape()), dxf(x.shape(), 0.5), dxp(x.shape(), 0.5);
+      fused.forward(x.cview(), yf.view());
+      plain.forward(x.cview(), yp.view());
+      for (index_t i = 0; i < yf.size(); ++i) REQUIRE(yf[i] == Approx(yp[i]).margin(1e-12));
+      fused.backward(dyr.cview(), g.input ? dxf.view() : View<double>{}, g);
+      plain.backward(dyr.cview(), g.input ? dxp.view() : View<double>{}, g);
+      for (index_t i = 0; i < dxf.size(); ++i) REQUIRE(dxf[i] == Approx(dxp[i]).margin(1e-12));
+      const auto gf = tensors_of(fused, true), gp = tensors_of(plain, true);
+      for (const auto& [name, v] : gp)
+        for (std::size_t i = 0; i < v.size(); ++i) REQUIRE(gf.at(name)[i] == Approx(v[i]).margin(1e-11));
+      const auto after_f = tensors_of(fused, false), after_p = tensors_of(plain, false);  // running statistics
+      for (const auto& [name, v] : after_p)
+        for (std::size_t i = 0; i < v.size(); ++i) REQUIRE(after_f.at(name)[i] == Approx(v[i]).margin(1e-12));
+      set_training(fused, false), set_training(plain, false);
+      fused.infer(x.cview(), yf.view());
+      plain.infer(x.cview(), yp.view());
+      for (index_t i = 0; i < yf.size(); ++i) REQUIRE(yf[i] == Approx(yp[i]).margin(1e-12));
+    }
+  }
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 
+#include "lamina/kernels/batchnorm.hpp"
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
@@ -45,6 +46,11 @@ struct KernelTable {
   void (*winograd_output_grad)(const T* G, index_t ps, index_t n, T* D, index_t es);
   void (*winograd_gemm)(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ldb, index_t ldc);
   void (*winograd_gemm_nt)(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ld);
+  // BatchNorm over one (b, c) plane (batchnorm.hpp).
+  void (*bn_sums)(const T* x, index_t n, T K, double* s);
+  void (*bn_apply)(const T* x, const T* r, T* y, index_t n, T m, T a, T b, bool relu);
+  void (*bn_grad_sums)(const T* x, const T* y, const T* dy, index_t n, T mean, T inv, double* s);
+  void (*bn_backward)(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, BnGrad<T> c);
 };
 
 inline namespace LAMINA_KERNELS_ISA_NS {
@@ -78,7 +84,11 @@ KernelTable<T> make_table() {
           &winograd_output<Arch, T>,
           &winograd_output_grad<Arch, T>,
           &winograd_gemm<Arch, T>,
-          &winograd_gemm_nt<Arch, T>};
+          &winograd_gemm_nt<Arch, T>,
+          &bn_sums<Arch, T>,
+          &bn_apply<Arch, T>,
+          &bn_grad_sums<Arch, T>,
+          &bn_backward<Arch, T>};
 }
 }  // namespace LAMINA_KERNELS_ISA_NS
 

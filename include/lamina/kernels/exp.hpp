@@ -148,11 +148,7 @@ batch<double, Arch> vexp_nonpos_unclamped(const batch<double, Arch>& x) noexcept
 /// y_i = e^{x_i} over an array (vector body, std::exp tail); y may alias x.
 template <class Arch = default_arch, class T>
 void vexp(const T* x, T* y, index_t n) noexcept {
-  using V = batch<T, Arch>;
-  constexpr index_t W = index_t(V::size);
-  index_t i = 0;
-  for (; i + W <= n; i += W) vexp(V::load_unaligned(x + i)).store_unaligned(y + i);
-  for (; i < n; ++i) y[i] = std::exp(x[i]);
+  detail::map_array<Arch>(x, y, n, [](const batch<T, Arch>& v) { return vexp(v); }, [](T v) { return std::exp(v); });
 }
 
 }  // namespace LAMINA_KERNELS_ISA_NS

@@ -94,6 +94,16 @@ void stream_fence() noexcept {
 #endif
 }
 
+/// y_i = f(x_i) over an array: vf on whole vectors, sf on the scalar tail; y may alias x.
+template <class Arch, class T, class VF, class SF>
+void map_array(const T* x, T* y, index_t n, VF vf, SF sf) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  index_t i = 0;
+  for (; i + W <= n; i += W) vf(V::load_unaligned(x + i)).store_unaligned(y + i);
+  for (; i < n; ++i) y[i] = sf(x[i]);
+}
+
 /// How a row kernel treats the memory around its row (set by the row-wise
 /// drivers, softmax_rows and kl_logits_rows).
 enum class Rows {

@@ -43,9 +43,9 @@ ElaResNet<T> make_ela_resnet(const ResNetOptions& o, attention::Method m, Rng& r
 /// Registers the three stages of the network with an ELA schedule (stage ids 0, 1, 2).
 template <class T>
 void add_stages(attention::ElaSchedule<T>& s, ElaResNet<T>& net) {
-  s.add_stage(0, net.template get<3>());
-  s.add_stage(1, net.template get<4>());
-  s.add_stage(2, net.template get<5>());
+  s.add_stage(0, net.template get<resnet_stage_index(0)>());
+  s.add_stage(1, net.template get<resnet_stage_index(1)>());
+  s.add_stage(2, net.template get<resnet_stage_index(2)>());
 }
 
 }  // namespace lamina

@@ -20,8 +20,10 @@ struct ResNetOptions {
 
 /// The network around any block type (BasicBlock, or a LAUREL block).
 template <class T, class Block>
-using ResNetWith = Sequential<Conv2d<T>, BatchNorm2d<T>, ReLU<T>, Stage<Block>, Stage<Block>, Stage<Block>,
-                              GlobalAvgPool<T>, Linear<T>>;
+using ResNetWith =
+    Sequential<Conv2d<T>, BatchNorm2d<T>, Stage<Block>, Stage<Block>, Stage<Block>, GlobalAvgPool<T>, Linear<T>>;
+/// Index of stage s (0, 1, 2) in a ResNetWith (after the stem conv and its BN, which applies the ReLU).
+constexpr std::size_t resnet_stage_index(std::size_t s) noexcept { return 2 + s; }
 template <class T>
 using ResNet = ResNetWith<T, BasicBlock<T>>;
 
@@ -42,10 +44,10 @@ auto make_resnet_with(const ResNetOptions& o, Rng& rng, MakeBlock&& make_block) 
       in = o.widths[s];
     }
   }
-  ResNetWith<T, Block> net(Conv2d<T>({o.in_channels, o.widths[0], 3, 3, 1, 1, false}, rng), BatchNorm2d<T>(o.widths[0]),
-                ReLU<T>{}, std::move(stages[0]), std::move(stages[1]), std::move(stages[2]), GlobalAvgPool<T>{},
+  ResNetWith<T, Block> net(Conv2d<T>({o.in_channels, o.widths[0], 3, 3, 1, 1, false}, rng), BatchNorm2d<T>(o.widths[0], {.relu = true}),
+                std::move(stages[0]), std::move(stages[1]), std::move(stages[2]), GlobalAvgPool<T>{},
                 Linear<T>(o.widths[2], o.num_classes, rng));
-  net.set_names({"conv1", "bn1", "relu", "layer1", "layer2", "layer3", "avgpool", "fc"});
+  net.set_names({"conv1", "bn1", "layer1", "layer2", "layer3", "avgpool", "fc"});
   return net;
 }
 

@@ -4,13 +4,25 @@
 // with the unbiased one; `momentum` weights the new batch (PyTorch's meaning).
 // Evaluation mode (set_training(false), or infer()) uses the running statistics.
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "lamina/core/module.hpp"
 #include "lamina/core/parallel.hpp"
+#include "lamina/kernels/dispatch.hpp"
 
 namespace lamina {
+
+/// BatchNorm2d's settings (designated initialisers: `{.relu = true}`).
+struct BatchNormOptions {
+  double eps = 1e-5;
+  double momentum = 0.1;
+  /// y = relu(bn(x)) (or relu(bn(x) + r) with the residual overloads) in one
+  /// pass; the backward takes the ReLU mask from y, which the cache then keeps
+  /// a view of: y must stay unchanged until the last backward on that cache.
+  bool relu = false;
+};
 
 template <class T>
 class BatchNorm2d {
@@ -18,10 +30,11 @@ class BatchNorm2d {
   using value_type = T;
 
   explicit BatchNorm2d(index_t channels, double eps = 1e-5, double momentum = 0.1)
-      : C_(channels), eps_(eps), momentum_(momentum) {
+      : BatchNorm2d(channels, BatchNormOptions{.eps = eps, .momentum = momentum}) {}
+  BatchNorm2d(index_t channels, BatchNormOptions o) : C_(channels), eps_(o.eps), momentum_(o.momentum), relu_(o.relu) {
     require(channels > 0, "BatchNorm2d", "num_features", "> 0", channels);
-    require(std::isfinite(eps) && eps > 0, "BatchNorm2d", "eps", "finite and > 0", eps);
-    require(momentum >= 0 && momentum <= 1, "BatchNorm2d", "momentum", "in [0, 1]", momentum);
+    require(std::isfinite(eps_) && eps_ > 0, "BatchNorm2d", "eps", "finite and > 0", eps_);
+    require(momentum_ >= 0 && momentum_ <= 1, "BatchNorm2d", "momentum", "in [0, 1]", momentum_);
     const Shape s{channels};
     gamma_ = Tensor<T>(s, T(1));
     beta_ = Tensor<T>(s);
@@ -32,6 +45,7 @@ class BatchNorm2d {
   }
 
   index_t channels() const noexcept { return C_; }
+  bool fused_relu() const noexcept { return relu_; }
   Tensor<T>& gamma() noexcept { return gamma_; }
   Tensor<T>& beta() noexcept { return beta_; }
   Tensor<T>& running_mean() noexcept { return rmean_; }
@@ -45,86 +59,28 @@ class BatchNorm2d {
     return in;
   }
 
+  /// x̂ is recomputed in backward from x, mean and inv (kernels/batchnorm.hpp).
   struct Cache {
-    Tensor<T> xhat;   ///< normalised input
-    Tensor<T> scale;  ///< 1/sqrt(var + eps) per channel
-    bool batch_stats = true, done = false;
+    ConstView<T> x;            ///< the input (kept alive by the caller)
+    ConstView<T> y;            ///< the output, for the fused ReLU's mask (else empty)
+    Tensor<T> mean, inv;       ///< per channel: the statistics used, 1/sqrt(var + eps)
+    bool batch_stats = true, residual = false, done = false;
   };
 
   /// Training mode normalises with the batch statistics and updates the running
   /// ones, except when Pass{.recompute = true} re-runs an application.
-  void forward(ConstView<T> x, View<T> y, Cache& cache, Pass p = {}) {
-    require_contiguous(x, "BatchNorm2d", "x");
-    require_shape(y, output_shape(x.shape()), "BatchNorm2d", "y");
-    const index_t B = x.dim(0), HW = x.dim(2) * x.dim(3), n = B * HW;
-    cache.done = false;
-    cache.xhat.resize(x.shape());
-    cache.scale.resize(Shape{C_});
-    cache.batch_stats = training_;
-    if (training_)
-      require(n > 1, "BatchNorm2d", "values per channel in training", "> 1", n);
-    const bool update = training_ && !p.recompute;
-    const T* xp = x.data();
-    T* yp = y.data();
-    T* hp = cache.xhat.data();
-    T* scale = cache.scale.data();
-    LAMINA_PARALLEL_FOR
-    for (index_t c = 0; c < C_; ++c) {
-      double mean, var;
-      if (training_) {
-        double s = 0;
-        for (index_t b = 0; b < B; ++b) {
-          const T* p = xp + (b * C_ + c) * HW;
-          for (index_t i = 0; i < HW; ++i) s += double(p[i]);
-        }
-        mean = s / double(n);
-        double q = 0;  // two-pass variance: no cancellation for large means
-        for (index_t b = 0; b < B; ++b) {
-          const T* p = xp + (b * C_ + c) * HW;
-          for (index_t i = 0; i < HW; ++i) {
-            const double d = double(p[i]) - mean;
-            q += d * d;
-          }
-        }
-        var = q / double(n);
-        if (update) {
-          rmean_[c] = T((1 - momentum_) * double(rmean_[c]) + momentum_ * mean);
-          rvar_[c] = T((1 - momentum_) * double(rvar_[c]) + momentum_ * var * double(n) / double(n - 1));
-        }
-      } else {
-        mean = double(rmean_[c]);
-        var = double(rvar_[c]);
-      }
-      const T inv = T(1.0 / std::sqrt(var + eps_)), m = T(mean), g = gamma_[c], be = beta_[c];
-      scale[c] = inv;
-      for (index_t b = 0; b < B; ++b) {
-        const index_t off = (b * C_ + c) * HW;
-        for (index_t i = 0; i < HW; ++i) {
-          const T h = (xp[off + i] - m) * inv;
-          hp[off + i] = h;
-          yp[off + i] = g * h + be;
-        }
-      }
-    }
-    cache.done = true;
+  void forward(ConstView<T> x, View<T> y, Cache& cache, Pass p = {}) { run_forward(x, nullptr, y, cache, p); }
+  /// y = bn(x) + r, then the ReLU if fused (the BasicBlock's residual sum).
+  void forward(ConstView<T> x, ConstView<T> r, View<T> y, Cache& cache, Pass p = {}) {
+    require_shape(r, x.shape(), "BatchNorm2d", "r");
+    run_forward(x, r.data(), y, cache, p);
   }
 
   /// Evaluation-mode output (running statistics), keeps nothing.
-  void infer(ConstView<T> x, View<T> y) {
-    require_contiguous(x, "BatchNorm2d", "x");
-    require_shape(y, output_shape(x.shape()), "BatchNorm2d", "y");
-    const index_t B = x.dim(0), HW = x.dim(2) * x.dim(3);
-    const T* xp = x.data();
-    T* yp = y.data();
-    LAMINA_PARALLEL_FOR
-    for (index_t c = 0; c < C_; ++c) {
-      const T inv = T(1.0 / std::sqrt(double(rvar_[c]) + eps_));
-      const T a = gamma_[c] * inv, s = beta_[c] - rmean_[c] * a;
-      for (index_t b = 0; b < B; ++b) {
-        const index_t off = (b * C_ + c) * HW;
-        for (index_t i = 0; i < HW; ++i) yp[off + i] = a * xp[off + i] + s;
-      }
-    }
+  void infer(ConstView<T> x, View<T> y) { run_infer(x, nullptr, y); }
+  void infer(ConstView<T> x, ConstView<T> r, View<T> y) {
+    require_shape(r, x.shape(), "BatchNorm2d", "r");
+    run_infer(x, r.data(), y);
   }
 
   void backward(const Cache& cache, ConstView<T> dy, View<T> dx, Grad g = {}) {
@@ -132,44 +88,17 @@ class BatchNorm2d {
   }
   /// backward(s·dy, dx) without forming s·dy (core/module.hpp ScaledBackward).
   void backward_scaled(const Cache& cache, ConstView<T> dy, T s, View<T> dx, Grad g = {}) {
-    require_forward(cache.done, "BatchNorm2d");
-    require_shape(dy, cache.xhat.shape(), "BatchNorm2d", "dy");
-    require_input_grad(dx, cache.xhat.shape(), g, "BatchNorm2d");
-    const index_t B = dy.dim(0), HW = dy.dim(2) * dy.dim(3), n = B * HW;
-    const T* gp = dy.data();
-    const T* hp = cache.xhat.data();
-    const T* scale = cache.scale.data();
-    const bool batch_stats = cache.batch_stats;
-    T* dxp = dx.data();
-    LAMINA_PARALLEL_FOR
-    for (index_t c = 0; c < C_; ++c) {
-      double sg = 0, sgh = 0;
-      for (index_t b = 0; b < B; ++b) {
-        const index_t off = (b * C_ + c) * HW;
-        for (index_t i = 0; i < HW; ++i) {
-          sg += double(gp[off + i]);
-          sgh += double(gp[off + i]) * double(hp[off + i]);
-        }
-      }
-      if (g.params) {
-        dbeta_[c] += T(double(s) * sg);
-        dgamma_[c] += T(double(s) * sgh);
-      }
-      if (!g.input) continue;
-      const T k = gamma_[c] * scale[c] * s;
-      if (batch_stats) {  // dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂))
-        const T mg = T(sg / double(n)), mgh = T(sgh / double(n));
-        for (index_t b = 0; b < B; ++b) {
-          const index_t off = (b * C_ + c) * HW;
-          for (index_t i = 0; i < HW; ++i) dxp[off + i] += k * (gp[off + i] - mg - hp[off + i] * mgh);
-        }
-      } else {  // running statistics are constants
-        for (index_t b = 0; b < B; ++b) {
-          const index_t off = (b * C_ + c) * HW;
-          for (index_t i = 0; i < HW; ++i) dxp[off + i] += k * gp[off + i];
-        }
-      }
-    }
+    require<shape_error>(!cache.residual, "BatchNorm2d", "backward()", "backward(c, dy, dx, dr) after forward(x, r, y)",
+                         "backward without dr");
+    run_backward(cache, dy, s, dx, nullptr, g);
+  }
+  /// The residual form: dr += ∂L/∂r (dy, masked by the fused ReLU) when
+  /// g.input and dr has data (View{}: r's gradient is not wanted).
+  void backward(const Cache& cache, ConstView<T> dy, View<T> dx, View<T> dr, Grad g = {}) {
+    require<shape_error>(cache.residual, "BatchNorm2d", "backward()", "a preceding forward(x, r, y)", "forward(x, y)");
+    const bool with_dr = g.input && dr.data() != nullptr;
+    if (with_dr) require_shape(dr, cache.x.shape(), "BatchNorm2d", "dr");
+    run_backward(cache, dy, T(1), dx, with_dr ? dr.data() : nullptr, g);
   }
 
   void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
@@ -184,10 +113,137 @@ class BatchNorm2d {
   }
 
  private:
+  /// The planes of x: P = B·C runs of HW values, plane p of channel p % C.
+  struct Planes {
+    index_t B, C, HW;
+    index_t count() const noexcept { return B * C; }
+    index_t channel(index_t p) const noexcept { return p % C; }
+  };
+  Planes planes_of(const Shape& s) const { return {s[0], C_, s[2] * s[3]}; }
+
+  void run_forward(ConstView<T> x, const T* r, View<T> y, Cache& cache, Pass p) {
+    require_contiguous(x, "BatchNorm2d", "x");
+    require_shape(y, output_shape(x.shape()), "BatchNorm2d", "y");
+    const Planes pl = planes_of(x.shape());
+    const index_t n = pl.B * pl.HW;
+    cache.done = false;
+    cache.mean.resize(Shape{C_});
+    cache.inv.resize(Shape{C_});
+    cache.batch_stats = training_;
+    cache.residual = r != nullptr;
+    if (training_) {
+      require(n > 1, "BatchNorm2d", "values per channel in training", "> 1", n);
+      batch_statistics(x.data(), pl, cache, !p.recompute);
+    } else {
+      for (index_t c = 0; c < C_; ++c) {
+        cache.mean[c] = rmean_[c];
+        cache.inv[c] = T(1.0 / std::sqrt(double(rvar_[c]) + eps_));
+      }
+    }
+    apply(x.data(), r, y.data(), pl, cache.mean.data(), cache.inv.data());
+    cache.x = x;
+    cache.y = relu_ ? ConstView<T>(y) : ConstView<T>{};
+    cache.done = true;
+  }
+
+  /// Per-channel mean and 1/σ from one pass of shifted sums over the planes
+  /// (kernels/batchnorm.hpp), threaded over planes; updates the running
+  /// statistics when `update`.
+  void batch_statistics(const T* x, const Planes& pl, Cache& cache, bool update) {
+    const auto bn_sums = kernels::table<T>().bn_sums;
+    sums_.resize(std::size_t(2 * pl.count()));
+    double* s = sums_.data();
+    LAMINA_PARALLEL_FOR
+    for (index_t q = 0; q < pl.count(); ++q) bn_sums(x + q * pl.HW, pl.HW, x[pl.channel(q) * pl.HW], s + 2 * q);
+    const double n = double(pl.B * pl.HW);
+    for (index_t c = 0; c < C_; ++c) {
+      double s1 = 0, s2 = 0;
+      for (index_t b = 0; b < pl.B; ++b) s1 += s[2 * (b * C_ + c)], s2 += s[2 * (b * C_ + c) + 1];
+      const double m0 = double(x[c * pl.HW]) + s1 / n, v = (s2 - s1 * (s1 / n)) / n;
+      // A NaN or Inf in the channel: NaN statistics (kernels/batchnorm.hpp).
+      const bool finite = !std::isnan(s1) && !std::isnan(s2) && std::isfinite(m0);
+      const double mean = finite ? m0 : std::numeric_limits<double>::quiet_NaN(), var = v < 0 ? 0.0 : v;  // NaN stays
+      cache.mean[c] = T(mean);
+      cache.inv[c] = finite ? T(1.0 / std::sqrt(var + eps_)) : std::numeric_limits<T>::quiet_NaN();
+      if (update) {
+        rmean_[c] = T((1 - momentum_) * double(rmean_[c]) + momentum_ * mean);
+        rvar_[c] = T((1 - momentum_) * double(rvar_[c]) + momentum_ * var * n / (n - 1));
+      }
+    }
+  }
+
+  /// y = γ·(x − mean)·inv + β (+ r) (ReLU), threaded over planes.
+  void apply(const T* x, const T* r, T* y, const Planes& pl, const T* mean, const T* inv) const {
+    const auto bn_apply = kernels::table<T>().bn_apply;
+    const bool relu = relu_;
+    LAMINA_PARALLEL_FOR
+    for (index_t q = 0; q < pl.count(); ++q) {
+      const index_t c = pl.channel(q), off = q * pl.HW;
+      bn_apply(x + off, r ? r + off : nullptr, y + off, pl.HW, mean[c], gamma_[c] * inv[c], beta_[c], relu);
+    }
+  }
+
+  void run_infer(ConstView<T> x, const T* r, View<T> y) {
+    require_contiguous(x, "BatchNorm2d", "x");
+    require_shape(y, output_shape(x.shape()), "BatchNorm2d", "y");
+    infer_mean_.resize(Shape{C_});
+    infer_inv_.resize(Shape{C_});
+    for (index_t c = 0; c < C_; ++c) {
+      infer_mean_[c] = rmean_[c];
+      infer_inv_[c] = T(1.0 / std::sqrt(double(rvar_[c]) + eps_));
+    }
+    apply(x.data(), r, y.data(), planes_of(x.shape()), infer_mean_.data(), infer_inv_.data());
+  }
+
+  void run_backward(const Cache& cache, ConstView<T> dy, T s, View<T> dx, T* dr, Grad g) {
+    require_forward(cache.done, "BatchNorm2d");
+    require_shape(dy, cache.x.shape(), "BatchNorm2d", "dy");
+    require_input_grad(dx, cache.x.shape(), g, "BatchNorm2d");
+    const Planes pl = planes_of(dy.shape());
+    const auto& k = kernels::table<T>();
+    const T *xp = cache.x.data(), *yp = cache.y.data(), *gp = dy.data(), *mean = cache.mean.data(),
+            *inv = cache.inv.data();
+    sums_.resize(std::size_t(2 * pl.count()));
+    double* sp = sums_.data();
+    LAMINA_PARALLEL_FOR
+    for (index_t q = 0; q < pl.count(); ++q) {
+      const index_t c = pl.channel(q), off = q * pl.HW;
+      k.bn_grad_sums(xp + off, yp ? yp + off : nullptr, gp + off, pl.HW, mean[c], inv[c], sp + 2 * q);
+    }
+    coef_.resize(std::size_t(C_));
+    const double n = double(pl.B * pl.HW);
+    for (index_t c = 0; c < C_; ++c) {
+      double sg = 0, sgh = 0;
+      for (index_t b = 0; b < pl.B; ++b) sg += sp[2 * (b * C_ + c)], sgh += sp[2 * (b * C_ + c) + 1];
+      if (g.params) {
+        dbeta_[c] += T(double(s) * sg);
+        dgamma_[c] += T(double(s) * sgh);
+      }
+      // dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂)) with batch statistics; γ/σ · dy with running ones.
+      const T kc = gamma_[c] * inv[c] * s;
+      const bool bs = cache.batch_stats;
+      coef_[std::size_t(c)] = {.mean = mean[c], .k = kc, .c0 = bs ? -kc * T(sg / n) : T(0),
+                               .c1 = bs ? -kc * T(sgh / n) * inv[c] : T(0)};
+    }
+    if (!g.input) return;
+    T* dxp = dx.data();
+    const kernels::BnGrad<T>* cf = coef_.data();
+    LAMINA_PARALLEL_FOR
+    for (index_t q = 0; q < pl.count(); ++q) {
+      const index_t off = q * pl.HW;
+      k.bn_backward(xp + off, yp ? yp + off : nullptr, gp + off, dxp + off, dr ? dr + off : nullptr, pl.HW,
+                    cf[pl.channel(q)]);
+    }
+  }
+
   index_t C_;
   double eps_, momentum_;
+  bool relu_ = false;
   bool training_ = true;
   Tensor<T> gamma_, beta_, dgamma_, dbeta_, rmean_, rvar_;
+  Tensor<T> infer_mean_, infer_inv_;          ///< infer's statistics (scratch)
+  std::vector<double> sums_;                  ///< per-plane sums (scratch)
+  std::vector<kernels::BnGrad<T>> coef_;      ///< per-channel dx coefficients (scratch)
   Cache cache_;
 };
 

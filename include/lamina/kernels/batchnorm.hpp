@@ -1,0 +1,255 @@
+#pragma once
+// BatchNorm kernels over one (b, c) plane of an NCHW tensor: n = H·W
+// contiguous values of one channel (modules/batchnorm2d.hpp threads them over
+// the B·C planes and combines the per-plane sums per channel).
+//
+// Statistics in one pass, shifted sums: with a per-channel shift K (the
+// channel's first value), a plane gives Σ(x − K) and Σ(x − K)². Per-lane
+// float partial sums cover blocks of `bn_block` values and are added into
+// double; the planes are combined in double. mean = K + S1/n and
+// var = (S2 − S1²/n)/n. The shift removes the cancellation of the naive
+// Σx² − (Σx)²/n: for x = 1000 + N(0, 1) the float sums see values of
+// order 1 instead of 10⁶, and x − K is exact (Sterbenz) when x and K are within
+// a factor 2. The relative error of var grows with ((K − mean)/σ)², i.e.
+// only if the channel's first value is an outlier far outside its
+// distribution; the test ("one-pass statistics", 1000 + N(0, 1), and a constant
+// channel) checks it against a two-pass double reference. Welford would not
+// need the shift but costs a division per value (this pass must run at
+// memory speed).
+//
+// Apply: y = (x − mean)·a + b (a = γ·inv, b = β), optionally + r (the residual), optionally ReLU. Backward
+// recomputes x̂ = (x − mean)·inv from x instead of storing it: one pass
+// for Σg and Σg·x̂ (g = dy, or dy·[y > 0] with the fused ReLU: the mask from
+// the output), then dx += k·g + c0 + c1·(x − mean) and, with the fused add,
+// dr += g.
+//
+// Non-finite values: a NaN or ±Inf in a plane makes its sums NaN or ±Inf, so
+// that channel's batch statistics (and every output of it) are NaN in
+// training mode. Apply and backward are element-wise IEEE: NaN in x or r gives
+// NaN in y (the ReLU passes NaN, as modules/activation.hpp ReLU does); the ReLU
+// mask [y > 0] is 0 where y is NaN (as ReLU's backward).
+#include <cstdint>
+
+#include "lamina/kernels/simd.hpp"
+
+namespace lamina::kernels {
+inline namespace LAMINA_KERNELS_ISA_NS {
+
+/// Values per float partial sum before it is added into double.
+inline constexpr index_t bn_block = 2048;
+
+/// The per-plane coefficients of the dx pass: dx += k·g + c0 + c1·(x − mean).
+template <class T>
+struct BnGrad {
+  T mean, k, c0, c1;
+};
+
+namespace ref {
+/// s[0] = Σ(x − K), s[1] = Σ(x − K)² in double.
+template <class T>
+void bn_sums(const T* x, index_t n, T K, double* s) noexcept {
+  double a = 0, b = 0;
+  for (index_t i = 0; i < n; ++i) {
+    const double d = double(x[i]) - double(K);
+    a += d;
+    b += d * d;
+  }
+  s[0] = a, s[1] = b;
+}
+/// y = (x − m)·a + b (+ r when r ≠ nullptr), then max(·, 0) when relu (NaN passes).
+template <class T>
+void bn_apply(const T* x, const T* r, T* y, index_t n, T m, T a, T b, bool relu) noexcept {
+  for (index_t i = 0; i < n; ++i) {
+    T v = (x[i] - m) * a + b;
+    if (r) v += r[i];
+    y[i] = relu && v < T(0) ? T(0) : v;
+  }
+}
+/// g = dy, or dy·[y > 0] when y ≠ nullptr; s[0] = Σg, s[1] = Σg·(x − mean)·inv.
+template <class T>
+void bn_grad_sums(const T* x, const T* y, const T* dy, index_t n, T mean, T inv, double* s) noexcept {
+  double a = 0, b = 0;
+  for (index_t i = 0; i < n; ++i) {
+    const double g = y && !(y[i] > T(0)) ? 0.0 : double(dy[i]);
+    a += g;
+    b += g * (double(x[i]) - double(mean)) * double(inv);
+  }
+  s[0] = a, s[1] = b;
+}
+/// dx += k·g + c0 + c1·(x − mean); dr += g when dr ≠ nullptr (g as in bn_grad_sums).
+template <class T>
+void bn_backward(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, BnGrad<T> c) noexcept {
+  for (index_t i = 0; i < n; ++i) {
+    const T g = y && !(y[i] > T(0)) ? T(0) : dy[i];
+    dx[i] += c.k * g + (c.c0 + c.c1 * (x[i] - c.mean));
+    if (dr) dr[i] += g;
+  }
+}
+
+/// The whole-tensor reference (the former BatchNorm2d: statistics element by
+/// element in double, two passes): biased mean and variance of each channel.
+template <class T>
+void bn_moments(const T* x, index_t B, index_t C, index_t HW, double* mean, double* var) {
+  for (index_t c = 0; c < C; ++c) {
+    double s = 0, q = 0;
+    for (index_t b = 0; b < B; ++b)
+      for (index_t i = 0; i < HW; ++i) s += double(x[(b * C + c) * HW + i]);
+    mean[c] = s / double(B * HW);
+    for (index_t b = 0; b < B; ++b)
+      for (index_t i = 0; i < HW; ++i) q += (double(x[(b * C + c) * HW + i]) - mean[c]) * (double(x[(b * C + c) * HW + i]) - mean[c]);
+    var[c] = q / double(B * HW);
+  }
+}
+/// The shapes and per-channel terms of the whole-tensor references.
+struct BnShape {
+  index_t B, C, HW;
+  double eps;
+};
+/// y = relu?(γ (x − mean)/sqrt(var + eps) + β (+ r)) in double.
+template <class T>
+void bn_forward(const T* x, const T* r, T* y, BnShape d, const double* mean, const double* var, const T* gamma,
+                const T* beta, bool relu) {
+  for (index_t q = 0; q < d.B * d.C; ++q) {
+    const index_t c = q % d.C;
+    const double inv = 1 / std::sqrt(var[c] + d.eps);
+    for (index_t i = q * d.HW; i < (q + 1) * d.HW; ++i) {
+      double v = double(gamma[c]) * (double(x[i]) - mean[c]) * inv + double(beta[c]) + (r ? double(r[i]) : 0.0);
+      y[i] = T(relu && v < 0 ? 0.0 : v);
+    }
+  }
+}
+/// The backward of bn_forward in double: adds into dx, dr (if any), dgamma and
+/// dbeta; the ReLU mask from y when y ≠ nullptr; batch_stats as BatchNorm2d.
+template <class T>
+void bn_backward_full(const T* x, const T* y, const T* dy, T* dx, T* dr, T* dgamma, T* dbeta, BnShape d,
+                      const double* mean, const double* var, const T* gamma, bool batch_stats) {
+  const index_t n = d.B * d.HW;
+  for (index_t c = 0; c < d.C; ++c) {
+    const double inv = 1 / std::sqrt(var[c] + d.eps);
+    auto g = [&](index_t i) { return y && !(y[i] > T(0)) ? 0.0 : double(dy[i]); };
+    double sg = 0, sgh = 0;
+    for (index_t b = 0; b < d.B; ++b)
+      for (index_t i = (b * d.C + c) * d.HW; i < (b * d.C + c + 1) * d.HW; ++i)
+        sg += g(i), sgh += g(i) * (double(x[i]) - mean[c]) * inv;
+    dgamma[c] += T(sgh), dbeta[c] += T(sg);
+    const double k = double(gamma[c]) * inv, mg = batch_stats ? sg / double(n) : 0.0,
+                 mgh = batch_stats ? sgh / double(n) : 0.0;
+    for (index_t b = 0; b < d.B; ++b)
+      for (index_t i = (b * d.C + c) * d.HW; i < (b * d.C + c + 1) * d.HW; ++i) {
+        dx[i] += T(k * (g(i) - mg - (double(x[i]) - mean[c]) * inv * mgh));
+        if (dr) dr[i] += T(g(i));
+      }
+  }
+}
+}  // namespace ref
+
+namespace detail {
+/// g = dy·[y > 0] (Mask) or dy.
+template <bool Mask, class V>
+V bn_masked(const V& dy, const V& y) noexcept {
+  if constexpr (Mask) return xsimd::select(y > V(0), dy, V(0));
+  else return dy;
+}
+template <class Arch, class T, bool Add, bool Relu>
+void bn_apply_body(const T* x, const T* r, T* y, index_t n, T m, T a, T b) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const V vm(m), va(a), vb(b), zero(T(0));
+  index_t i = 0;
+  for (; i + W <= n; i += W) {
+    V v = xsimd::fma(V::load_unaligned(x + i) - vm, va, vb);
+    if constexpr (Add) v += V::load_unaligned(r + i);
+    if constexpr (Relu) v = xsimd::select(v < zero, zero, v);  // NaN passes
+    v.store_unaligned(y + i);
+  }
+  ref::bn_apply(x + i, Add ? r + i : nullptr, y + i, n - i, m, a, b, Relu);
+}
+template <class Arch, class T, bool Mask>
+void bn_grad_sums_body(const T* x, const T* y, const T* dy, index_t n, T mean, T inv, double* s) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const V vm(mean);
+  double a = 0, b = 0;
+  index_t i = 0;
+  while (i + W <= n) {  // float partials per block, Σg·(x − mean) scaled by inv at the end
+    const index_t end = std::min(n - (n - i) % W, i + bn_block);
+    V sa(T(0)), sb(T(0));
+    for (; i < end; i += W) {
+      const V g = bn_masked<Mask>(V::load_unaligned(dy + i), Mask ? V::load_unaligned(y + i) : V(T(0)));
+      sa += g;
+      sb = xsimd::fma(g, V::load_unaligned(x + i) - vm, sb);
+    }
+    a += double(xsimd::hadd(sa));
+    b += double(xsimd::hadd(sb));
+  }
+  double t[2];
+  ref::bn_grad_sums(x + i, Mask ? y + i : nullptr, dy + i, n - i, mean, T(1), t);
+  s[0] = a + t[0], s[1] = (b + t[1]) * double(inv);
+}
+template <class Arch, class T, bool Mask, bool Add>
+void bn_backward_body(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, BnGrad<T> c) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const V vk(c.k), v0(c.c0), v1(c.c1), vm(c.mean);
+  index_t i = 0;
+  for (; i + W <= n; i += W) {
+    const V g = bn_masked<Mask>(V::load_unaligned(dy + i), Mask ? V::load_unaligned(y + i) : V(T(0)));
+    const V d = xsimd::fma(v1, V::load_unaligned(x + i) - vm, v0);
+    (V::load_unaligned(dx + i) + xsimd::fma(vk, g, d)).store_unaligned(dx + i);
+    if constexpr (Add) (V::load_unaligned(dr + i) + g).store_unaligned(dr + i);
+  }
+  ref::bn_backward(x + i, Mask ? y + i : nullptr, dy + i, dx + i, Add ? dr + i : nullptr, n - i, c);
+}
+}  // namespace detail
+
+/// s[0] = Σ(x − K), s[1] = Σ(x − K)² (float partials per lane over blocks, summed in double).
+template <class Arch = default_arch, class T>
+void bn_sums(const T* x, index_t n, T K, double* s) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), U = 2 * W;
+  const V vk(K);
+  double a = 0, b = 0;
+  index_t i = 0;
+  while (i + U <= n) {
+    const index_t end = std::min(n - (n - i) % U, i + bn_block);
+    V a0(T(0)), a1(T(0)), b0(T(0)), b1(T(0));
+    for (; i < end; i += U) {
+      const V d0 = V::load_unaligned(x + i) - vk, d1 = V::load_unaligned(x + i + W) - vk;
+      a0 += d0, a1 += d1;
+      b0 = xsimd::fma(d0, d0, b0), b1 = xsimd::fma(d1, d1, b1);
+    }
+    a += double(xsimd::hadd(a0 + a1));
+    b += double(xsimd::hadd(b0 + b1));
+  }
+  double t[2];
+  ref::bn_sums(x + i, n - i, K, t);
+  s[0] = a + t[0], s[1] = b + t[1];
+}
+
+/// y = (x − m)·a + b (+ r when r ≠ nullptr), ReLU when relu. y may alias x or r.
+template <class Arch = default_arch, class T>
+void bn_apply(const T* x, const T* r, T* y, index_t n, T m, T a, T b, bool relu) noexcept {
+  if (r) relu ? detail::bn_apply_body<Arch, T, true, true>(x, r, y, n, m, a, b)
+              : detail::bn_apply_body<Arch, T, true, false>(x, r, y, n, m, a, b);
+  else relu ? detail::bn_apply_body<Arch, T, false, true>(x, r, y, n, m, a, b)
+            : detail::bn_apply_body<Arch, T, false, false>(x, r, y, n, m, a, b);
+}
+
+/// s[0] = Σg, s[1] = Σg·(x − mean)·inv, g = dy·[y > 0] when y ≠ nullptr, else dy.
+template <class Arch = default_arch, class T>
+void bn_grad_sums(const T* x, const T* y, const T* dy, index_t n, T mean, T inv, double* s) noexcept {
+  y ? detail::bn_grad_sums_body<Arch, T, true>(x, y, dy, n, mean, inv, s)
+    : detail::bn_grad_sums_body<Arch, T, false>(x, y, dy, n, mean, inv, s);
+}
+
+/// dx += k·g + c0 + c1·(x − mean), and dr += g when dr ≠ nullptr.
+template <class Arch = default_arch, class T>
+void bn_backward(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, BnGrad<T> c) noexcept {
+  if (y) dr ? detail::bn_backward_body<Arch, T, true, true>(x, y, dy, dx, dr, n, c)
+            : detail::bn_backward_body<Arch, T, true, false>(x, y, dy, dx, dr, n, c);
+  else dr ? detail::bn_backward_body<Arch, T, false, true>(x, y, dy, dx, dr, n, c)
+          : detail::bn_backward_body<Arch, T, false, false>(x, y, dy, dx, dr, n, c);
+}
+
+}  // namespace LAMINA_KERNELS_ISA_NS
+}  // namespace lamina::kernels
