@@ -61,6 +61,7 @@ struct Config {
   std::vector<std::string> variants;
   std::filesystem::path out;
   bool train_only, no_train, fresh, solver_figures;
+  long figures_seed = 1;  ///< --solver-figures: the static run whose cells are measured
 };
 
 bool is_dynalay(const std::string& v) { return v.rfind("dynalay-", 0) == 0; }
@@ -128,8 +129,10 @@ cxxopts::Options make_cli() {
     ("entropy", "entropy bonus β", cxxopts::value<double>()->default_value("0.01"))
     ("random-share", "warm-up share of samples on a random path", cxxopts::value<double>()->default_value("0.5"))
     ("calibrate-images", "training images C_max is measured on", cxxopts::value<long>()->default_value("2000"))
-    ("solver-figures", "solver and backward figures on the trained static seed-1 cells of --out (the same "
-                       "settings; --timing-rounds rounds, at --tol and --max-iter)");
+    ("solver-figures", "solver and backward figures on the trained static cells of --out (the same "
+                       "settings; --timing-rounds rounds, at --tol and --max-iter)")
+    ("figures-seed", "--solver-figures: the seed of the static run whose checkpoint is measured",
+     cxxopts::value<long>()->default_value("1"));
   return cli;
 }
 
@@ -146,6 +149,7 @@ Config configure(const cxxopts::ParseResult& a) {
            examples::parse_variants(a["variants"].as<std::string>(), all_variants, "dynalay_e3"),
            a.count("out") ? a["out"].as<std::string>() : full ? "results/dynalay_e3_full" : "results/dynalay_e3",
            a.count("train-only") > 0, a.count("no-train") > 0, a.count("fresh") > 0, a.count("solver-figures") > 0};
+  c.figures_seed = a["figures-seed"].as<long>();
   examples::validate("dynalay_e3", c.epochs, c.seeds, c.rounds, a["timing-steps"].as<long>());
   require(c.joint_epochs >= 0 && c.joint_epochs < c.epochs, "dynalay_e3", "--joint-epochs",
           detail::text("in [0, --epochs = ", c.epochs, ") (the warm-up needs an epoch)"), c.joint_epochs);
@@ -531,9 +535,9 @@ std::vector<Tensor<float>> layer_inputs(dl::DynaLay<float>& m, const examples::R
 }
 
 void solver_figures(const Config& c, const examples::RunData& d) {
-  const auto path = checkpoint(c, "static", 1);
-  require(std::filesystem::exists(path), "dynalay_e3", "--solver-figures", "a recorded static seed-1 run (its checkpoint)",
-          path.string() + " missing");
+  const auto path = checkpoint(c, "static", std::uint64_t(c.figures_seed));
+  require(std::filesystem::exists(path), "dynalay_e3", "--solver-figures",
+          lamina::detail::text("a recorded static seed-", c.figures_seed, " run (its checkpoint)"), path.string() + " missing");
   Rng rng(1);
   dl::DynaLay<float> m(model_config(c), rng);
   dl::Trainer<float> t(m);
@@ -544,10 +548,10 @@ void solver_figures(const Config& c, const examples::RunData& d) {
   const fpi::BackwardMode modes[] = {fpi::BackwardMode::implicit, fpi::BackwardMode::phantom, fpi::BackwardMode::one_step,
                                      fpi::BackwardMode::unrolled};
   const char* mode_names[] = {"implicit", "phantom", "one_step", "unrolled"};
-  json out = {{"checkpoint", path.string()}, {"samples", inputs[0].dim(0)}, {"rounds", c.rounds},
+  json out = {{"checkpoint", path.string()}, {"seed", c.figures_seed}, {"samples", inputs[0].dim(0)}, {"rounds", c.rounds},
               {"tol", c.tol}, {"max_iter", c.max_iter}, {"layers", json::array()}};
-  std::printf("\nsolver figures on the trained static seed-1 cells (%ld test images, tol %g, %ld rounds, medians):\n",
-              long(inputs[0].dim(0)), c.tol, c.rounds);
+  std::printf("\nsolver figures on the trained static seed-%ld cells (%ld test images, tol %g, %ld rounds, medians):\n",
+              c.figures_seed, long(inputs[0].dim(0)), c.tol, c.rounds);
   std::printf("%-6s %-9s %10s %8s %10s %10s | %-9s %12s %10s\n", "layer", "solver", "mean iter", "max", "not conv",
               "ms/solve", "backward", "ms", "x forward");
   for (index_t k = 0; k < c.K; ++k) {
