@@ -33,7 +33,7 @@ struct SolverOptions {
   index_t max_iter = 50;
   double tau = 1.0;      ///< Picard damping: z ← (1−τ) z + τ f(z), τ ∈ (0, 1]
   index_t m = 5;         ///< Anderson memory, 1 ≤ m ≤ max_anderson_memory
-  double lambda = 1e-4;  ///< Anderson regulariser (≥ 0), relative to the scale of the residual Gram matrix
+  double lambda = 1e-4;  ///< Anderson regulariser (≥ 0), times the newest residual's squared norm
   double beta = 1.0;     ///< Anderson mixing β ∈ (0, 1]
   index_t broyden_memory = 30;  ///< Broyden: rank-one updates kept (oldest replaced), ≥ 1
   bool throw_on_failure = false;  ///< throw convergence_error instead of only reporting

@@ -32,7 +32,7 @@ struct AndersonHistory {
     Mat<T> G(w, n), A = Mat<T>::Zero(n + 1, n + 1);
     for (index_t j = 0; j < n; ++j) G.col(j) = F[std::size_t(j)] - X[std::size_t(j)];
     A.bottomRightCorner(n, n) = G.transpose() * G;
-    const T reg = T(o.lambda) * A.bottomRightCorner(n, n).trace() / T(n);
+    const T reg = T(o.lambda) * G.col(n - 1).squaredNorm();  // relative to the newest residual
     for (index_t j = 1; j <= n; ++j) A(0, j) = A(j, 0) = T(1), A(j, j) += reg;
     Vec<T> rhs = Vec<T>::Zero(n + 1);
     rhs(0) = T(1);
