@@ -30,7 +30,9 @@
 // of each gradient mode against one forward solve (interleaved rounds).
 #include <cxxopts.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -534,6 +536,33 @@ std::vector<Tensor<float>> layer_inputs(dl::DynaLay<float>& m, const examples::R
   return in;
 }
 
+/// Two-sided sign test: P(a count at least as far from n/2 as k) under Binomial(n, 1/2).
+double sign_test(long k, long n) {
+  const long tail = std::min(k, n - k);
+  double p = 0;
+  for (long j = 0; j <= tail; ++j) p += std::exp(std::lgamma(n + 1.0) - std::lgamma(j + 1.0) - std::lgamma(n - j + 1.0) - n * std::log(2.0));
+  return std::min(1.0, 2 * p);
+}
+
+/// a / b per interleaved round (a and b timed in the same round): median, range,
+/// the rounds where a was faster and the sign test of that count.
+json paired_ratio(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> r;
+  long faster = 0;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) r.push_back(a[i] / b[i]), faster += a[i] < b[i];
+  const auto [lo, hi] = std::minmax_element(r.begin(), r.end());
+  return {{"median", examples::median(r)}, {"min", *lo}, {"max", *hi}, {"rounds", long(r.size())},
+          {"rounds_faster", faster}, {"sign_test_p", sign_test(faster, long(r.size()))}};
+}
+
+std::string describe(const json& j) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "median %.3f (%.3f-%.3f), faster in %ld of %ld rounds, sign test p = %.2g",
+                j["median"].get<double>(), j["min"].get<double>(), j["max"].get<double>(), j["rounds_faster"].get<long>(),
+                j["rounds"].get<long>(), j["sign_test_p"].get<double>());
+  return buf;
+}
+
 void solver_figures(const Config& c, const examples::RunData& d) {
   const auto path = checkpoint(c, "static", std::uint64_t(c.figures_seed));
   require(std::filesystem::exists(path), "dynalay_e3", "--solver-figures",
@@ -596,6 +625,8 @@ void solver_figures(const Config& c, const examples::RunData& d) {
       std::printf("%-6ld %-9s %10.2f %8ld %10ld %10.3f |\n", long(k), fpi::name(me), rp.mean_iterations(),
                   long(rp.max_iterations()), long(rp.failed()), t_ms);
     }
+    lj["anderson_over_picard"] = paired_ratio(ms["anderson"], ms["picard"]);
+    std::printf("%-6ld anderson / picard time per round: %s\n", long(k), describe(lj["anderson_over_picard"]).c_str());
     for (std::size_t q = 0; q < 4; ++q) {
       const double b = examples::median(ms[std::string("bw_") + mode_names[q]]);
       const double f = examples::median(ms[q == 3 ? "picard" : "anderson"]);
