@@ -33,6 +33,9 @@ TEMPLATE_TEST_CASE("the kernel table agrees with the scalar references", "[kerne
     REQUIRE(tab.kl_logits(a.data(), b.data(), n) == Approx(k::ref::kl_logits(a.data(), b.data(), n)).epsilon(1e-5).margin(1e-6));
     tab.exp(a.data(), p.data(), n);
     for (index_t i = 0; i < n; ++i) REQUIRE(p[std::size_t(i)] == Approx(std::exp(a[std::size_t(i)])).epsilon(1e-6));
+    tab.tanh(a.data(), p.data(), n);
+    k::ref::tanh(a.data(), r.data(), n);
+    for (index_t i = 0; i < n; ++i) REQUIRE(p[std::size_t(i)] == Approx(r[std::size_t(i)]).epsilon(1e-6));
     const T* vs[2] = {a.data(), b.data()};
     const T w[2] = {T(0.5), T(-2)};
     tab.weighted_sum(vs, w, 2, p.data(), n);

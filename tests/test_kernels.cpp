@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "lamina/core/random.hpp"
@@ -16,6 +17,7 @@
 #include "lamina/kernels/kl_divergence.hpp"
 #include "lamina/kernels/log.hpp"
 #include "lamina/kernels/softmax.hpp"
+#include "lamina/kernels/tanh.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
 #include "support/golden.hpp"
 
@@ -107,6 +109,75 @@ TEST_CASE("vexp is within 2 ulp of the correctly rounded exp over the float rang
     CHECK(std::isnan(e[off + 2]));
     CHECK(e[off + 3] == 0.0f);
     CHECK(e[off + 4] == inf);
+  }
+}
+
+namespace {
+// Distance in units in the last place, for float or double (sign-magnitude order).
+template <class T>
+std::int64_t ulp_distance(T a, T b) {
+  using I = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+  auto key = [](T x) {
+    I i;
+    std::memcpy(&i, &x, sizeof i);
+    return i < 0 ? std::numeric_limits<I>::min() - i : i;
+  };
+  const I ka = key(a), kb = key(b);
+  return ka > kb ? std::int64_t(ka - kb) : std::int64_t(kb - ka);
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("vtanh matches tanh over the range, on every tail length, with special values", "[kernels][tanh]",
+                   float, double) {
+  using T = TestType;
+  const std::int64_t bound = std::is_same_v<T, float> ? 2 : 4;
+  std::vector<T> x;
+  Rng rng(23);
+  for (int i = 0; i < 100000; ++i) x.push_back(T(rng.uniform(-12, 12)));
+  for (int i = 0; i < 20000; ++i) x.push_back(T(rng.uniform(-1, 1)));
+  for (int i = 0; i < 5000; ++i) x.push_back(T(std::ldexp(rng.uniform(-1, 1), -int(rng.uniform(0, 120)))));
+  for (double v : {0.625, -0.625, 0.6249999, 0.6250001, 9.0, 9.01, 20.0, 44.0, 1e-30, -1e-30, 1e30, -1e30})
+    x.push_back(T(v));
+  std::vector<T> y(x.size()), r(x.size());
+  k::vtanh(x.data(), y.data(), index_t(x.size()));
+  std::int64_t worst = 0;
+  T at = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const T ref = std::is_same_v<T, float> ? T(std::tanh(double(x[i]))) : T(std::tanh((long double)x[i]));
+    INFO("x " << x[i] << " vtanh " << y[i] << " tanh " << ref);
+    REQUIRE(std::isfinite(y[i]));
+    REQUIRE(std::abs(y[i]) <= T(1));
+    const std::int64_t u = ulp_distance(y[i], ref);
+    if (u > worst) worst = u, at = x[i];
+  }
+  INFO("worst " << worst << " ulp at x = " << at);
+  CHECK(worst <= bound);
+
+  // Every length (the vector body and the scalar tail), in place too, against the reference twin.
+  for (index_t n = 0; n <= max_len<T>(); ++n) {
+    auto v = randv<T>(n, std::uint64_t(100 + n), -6, 6);
+    std::vector<T> got(std::size_t(n) + 1, T(7)), want(static_cast<std::size_t>(n));
+    k::vtanh(v.data(), got.data(), n);
+    k::ref::tanh(v.data(), want.data(), n);
+    for (index_t i = 0; i < n; ++i) CHECK(ulp_distance(got[std::size_t(i)], want[std::size_t(i)]) <= bound + 1);
+    CHECK(got[std::size_t(n)] == T(7));  // nothing written past n
+    k::vtanh(v.data(), v.data(), n);
+    for (index_t i = 0; i < n; ++i) CHECK(v[std::size_t(i)] == got[std::size_t(i)]);
+  }
+
+  // Special values in the vector body (the first lanes) and in the scalar tail.
+  const T tinf = std::numeric_limits<T>::infinity(), tnan = std::numeric_limits<T>::quiet_NaN();
+  std::vector<T> s(std::size_t(k::lanes<T>) + 6), e(s.size());
+  for (std::size_t off : {std::size_t(0), s.size() - 6}) {
+    std::fill(s.begin(), s.end(), T(0.5));
+    s[off] = -tinf, s[off + 1] = tinf, s[off + 2] = tnan, s[off + 3] = T(-0.0), s[off + 4] = T(0), s[off + 5] = T(-1e4);
+    k::vtanh(s.data(), e.data(), index_t(s.size()));
+    CHECK(e[off] == T(-1));
+    CHECK(e[off + 1] == T(1));
+    CHECK(std::isnan(e[off + 2]));
+    CHECK((e[off + 3] == T(0) && std::signbit(e[off + 3])));
+    CHECK((e[off + 4] == T(0) && !std::signbit(e[off + 4])));
+    CHECK(e[off + 5] == T(-1));
   }
 }
 

@@ -14,6 +14,7 @@
 #include "lamina/kernels/kl_divergence.hpp"
 #include "lamina/kernels/short_rows.hpp"
 #include "lamina/kernels/softmax.hpp"
+#include "lamina/kernels/tanh.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
 #include "lamina/kernels/winograd.hpp"
 
@@ -35,6 +36,7 @@ struct KernelTable {
   void (*depthwise_conv3x3_backward)(const T* x, const T* w, const T* dy, T* dx, T* dw, index_t B, index_t C,
                                      index_t H, index_t W);
   void (*exp)(const T* x, T* y, index_t n);
+  void (*tanh)(const T* x, T* y, index_t n);
   // Many short rows (short_rows.hpp), vectorised across rows.
   void (*softmax_rows_short)(const T* a, T* p, index_t R, index_t n);
   void (*softmax_backward_rows_short)(const T* p, const T* dy, T* da, index_t R, index_t n);
@@ -76,6 +78,7 @@ KernelTable<T> make_table() {
           static_cast<void (*)(const T*, const T*, const T*, T*, T*, index_t, index_t, index_t, index_t)>(
               &depthwise_conv3x3_backward<Arch, T>),
           &vexp<Arch, T>,
+          &vtanh<Arch, T>,
           static_cast<void (*)(const T*, T*, index_t, index_t)>(&softmax_rows_short<Arch, T>),
           &softmax_backward_rows_short<Arch, T>,
           static_cast<void (*)(const T*, const T*, T*, index_t, index_t, T)>(&kl_probs_rows_short<Arch, T>),

@@ -5,6 +5,7 @@
 
 #include "lamina/core/module.hpp"
 #include "lamina/core/parallel.hpp"
+#include "lamina/kernels/dispatch.hpp"
 
 namespace lamina {
 
@@ -91,7 +92,7 @@ class Tanh {
     detail::Elementwise<T>::check("Tanh", x, y);
     const T* xp = x.data();
     T* yp = y.data();
-    for (index_t i = 0, n = x.size(); i < n; ++i) yp[i] = std::tanh(xp[i]);
+    kernels::table<T>().tanh(xp, yp, x.size());  // kernels/tanh.hpp
   }
   void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
     require_forward(c.done, "Tanh");
