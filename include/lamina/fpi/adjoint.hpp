@@ -39,6 +39,12 @@ class AdjointMap {
   void operator()(ConstView<T> w, std::span<const index_t> rows, View<T> out) {
     if (2 * rows.size() <= cached_.size() && rows.size() < cached_.size()) reapply(rows);
     const index_t n = index_t(cached_.size()), width = z_.size() / z_.dim(0);
+    if (index_t(rows.size()) == n) {  // every cached row asked for: out = g[rows], then the product adds into it
+      gather_rows(g_, rows, out);
+      cell_->backward(use_sub_ ? sub_ : *star_, w, out, View<T>{}, {.input = true, .params = false});
+      product_rows_ += n;
+      return;
+    }
     const Shape s = with_rows(z_.shape(), n);
     place(w, rows, s, width);
     dz_.resize(s);
@@ -67,11 +73,6 @@ class AdjointMap {
   void place(ConstView<T> w, std::span<const index_t> rows, const Shape& s, index_t width) {
     wfull_.resize(s);
     pos_.resize(rows.size());
-    if (rows.size() == cached_.size()) {
-      std::copy(w.data(), w.data() + w.size(), wfull_.data());
-      for (std::size_t j = 0; j < rows.size(); ++j) pos_[j] = index_t(j);
-      return;
-    }
     fill_zero(wfull_.data(), wfull_.size());
     std::size_t p = 0;
     for (std::size_t j = 0; j < rows.size(); ++j) {
