@@ -2,16 +2,23 @@
 // 2-D convolution (cross-correlation), NCHW, weight [Cout, Cin, kh, kw], zero
 // padding, dilation 1, groups 1 (golden/core/README.md "Conv2d").
 //
-// Per image b: col_b = im2col(x_b) is [Cin·kh·kw, Ho·Wo] and y_b = W col_b is
-// [Cout, Ho·Wo], written straight into the NCHW output. Images run in parallel,
-// each with a single-threaded Eigen GEMM on an L2-sized col_b. The backward
-// rebuilds col_b instead of keeping the whole batch's columns (a 9× larger
-// tensor than x for 3×3 kernels).
+// Images go in chunks of nb: col = im2col(x_b .. x_b+nb-1) is [Cin·kh·kw,
+// nb·Ho·Wo] (image j in columns j·P .. j·P+P-1, P = Ho·Wo) and Y = W col is
+// [Cout, nb·P], scattered into the NCHW output. nb is chosen so that the GEMM
+// has N = nb·P >= ~512 columns within a cache budget (a per-image GEMM on a 7×7
+// output, N = 49, runs Eigen far below its peak) and so that every thread has
+// chunks. Chunks run in parallel, each with a single-threaded Eigen GEMM; the
+// backward rebuilds a chunk's col instead of keeping the whole batch's columns
+// (a 9× larger tensor than x for 3×3 kernels): dW += G col^T with G the chunk's
+// dy gathered into [Cout, nb·P], dcol = W^T G, col2im per image.
+// Conv2dAlgorithm::im2col_per_image keeps the plain per-image loop (nb = 1,
+// no gather or scatter), the reference twin of the chunked code.
 //
 // 3×3 kernels with stride 1 and padding 1 take the Winograd F(2×2, 3×3) path
 // instead (modules/conv2d_winograd.hpp), unless Conv2dOptions::algorithm asks
 // for im2col; the other shapes always take im2col.
 #include "lamina/core/eigen_core.hpp"
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -25,8 +32,10 @@ namespace lamina {
 
 /// How Conv2d computes: `automatic` takes Winograd where it applies (3×3,
 /// stride 1, padding 1) and im2col elsewhere; the others force one (tests and
-/// benchmarks); `winograd` on another shape is rejected.
-enum class Conv2dAlgorithm { automatic, im2col, winograd };
+/// benchmarks); `winograd` on another shape is rejected. `im2col_per_image` is
+/// the plain one-GEMM-per-image im2col, the reference the chunked im2col is
+/// tested and benchmarked against.
+enum class Conv2dAlgorithm { automatic, im2col, winograd, im2col_per_image };
 
 struct Conv2dOptions {
   index_t in_channels = 1, out_channels = 1;
@@ -34,6 +43,9 @@ struct Conv2dOptions {
   index_t stride = 1, padding = 0;
   bool bias = false;
   Conv2dAlgorithm algorithm = Conv2dAlgorithm::automatic;
+  /// Images per im2col GEMM (chunk); 0 chooses it from the output size and the
+  /// thread count (detail::conv_chunks). Tests and benchmarks set it.
+  index_t chunk_images = 0;
 };
 
 namespace detail {
@@ -45,14 +57,16 @@ inline void valid_range(index_t Wo, index_t W, index_t s, index_t p, index_t v, 
   while (hi > lo && (hi - 1) * s - p + v >= W) --hi;
 }
 
-/// col [C·kh·kw, Ho·Wo] from one image x [C, H, W].
+/// col [C·kh·kw, Ho·Wo] from one image x [C, H, W]; the rows of col are ld
+/// apart (ld = 0: Ho·Wo, a contiguous matrix).
 template <class T>
 void im2col(const T* x, index_t C, index_t H, index_t W, index_t kh, index_t kw, index_t s, index_t p, index_t Ho,
-            index_t Wo, T* col) {
+            index_t Wo, T* col, index_t ld = 0) {
+  if (ld == 0) ld = Ho * Wo;
   for (index_t c = 0; c < C; ++c)
     for (index_t u = 0; u < kh; ++u)
       for (index_t v = 0; v < kw; ++v) {
-        T* row = col + ((c * kh + u) * kw + v) * Ho * Wo;
+        T* row = col + ((c * kh + u) * kw + v) * ld;
         index_t lo, hi;
         valid_range(Wo, W, s, p, v, lo, hi);
         for (index_t i = 0; i < Ho; ++i) {
@@ -72,14 +86,15 @@ void im2col(const T* x, index_t C, index_t H, index_t W, index_t kh, index_t kw,
       }
 }
 
-/// x [C, H, W] += col2im(col).
+/// x [C, H, W] += col2im(col); the rows of col are ld apart (ld = 0: Ho·Wo).
 template <class T>
 void col2im_add(const T* col, index_t C, index_t H, index_t W, index_t kh, index_t kw, index_t s, index_t p,
-                index_t Ho, index_t Wo, T* x) {
+                index_t Ho, index_t Wo, T* x, index_t ld = 0) {
+  if (ld == 0) ld = Ho * Wo;
   for (index_t c = 0; c < C; ++c)
     for (index_t u = 0; u < kh; ++u)
       for (index_t v = 0; v < kw; ++v) {
-        const T* row = col + ((c * kh + u) * kw + v) * Ho * Wo;
+        const T* row = col + ((c * kh + u) * kw + v) * ld;
         index_t lo, hi;
         valid_range(Wo, W, s, p, v, lo, hi);
         for (index_t i = 0; i < Ho; ++i) {
@@ -93,6 +108,24 @@ void col2im_add(const T* col, index_t C, index_t H, index_t W, index_t kh, index
             for (index_t j = lo; j < hi; ++j) out[j * s] += in[j];
         }
       }
+}
+
+/// Number of image chunks for the chunked im2col of B images with K = Cin·kh·kw
+/// rows and P output pixels per image, elem bytes per value, on `threads`
+/// threads. chunk_images > 0 fixes the images per chunk (ceil(B / n) <=
+/// chunk_images); otherwise a chunk takes enough images for >= 512 GEMM
+/// columns, fewer when its columns would pass 512 KiB, and the count is a
+/// multiple of the thread count (at most B) so that every thread has work.
+/// Chunk c holds images [B·c/n, B·(c+1)/n): sizes differ by at most one.
+inline index_t conv_chunks(index_t B, index_t K, index_t P, index_t elem, int threads, index_t chunk_images) {
+  if (chunk_images > 0) return (B + chunk_images - 1) / chunk_images;
+  constexpr index_t min_columns = 512, col_budget = 512 * 1024;
+  index_t nb = (min_columns + P - 1) / P;
+  nb = std::max<index_t>(1, std::min(nb, col_budget / std::max<index_t>(1, K * P * elem)));
+  const index_t t = std::max<index_t>(1, threads);
+  index_t n = (B + nb - 1) / nb;
+  n = (n + t - 1) / t * t;
+  return std::min(n, B);
 }
 }  // namespace detail
 
@@ -161,10 +194,109 @@ class Conv2d {
       wino_.forward(W_.data(), o_.bias ? b_.data() : nullptr, x.data(), y.data());
       return;
     }
+    if (!chunked()) return infer_per_image(g, x.data(), y.data());
+    const index_t n = chunks(g);
+    prepare_scratch(g, false, n);
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
-    prepare_scratch(g, false);
     const T* xp = x.data();
     T* yp = y.data();
+    const index_t O = o_.out_channels, P = g.P;
+    LAMINA_PARALLEL_FOR
+    for (index_t c = 0; c < n; ++c) {
+      Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
+      const index_t b0 = g.B * c / n, nb = g.B * (c + 1) / n - b0, N = nb * P;
+      for (index_t j = 0; j < nb; ++j)
+        detail::im2col(xp + (b0 + j) * g.in_image, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
+                       o_.padding, g.Ho, g.Wo, sc.col.data() + j * P, N);
+      const Eigen::Map<const RowMatrix<T>> col(sc.col.data(), g.K, N);
+      T* yc = yp + b0 * g.out_image;
+      if (nb == 1) {  // [O, P] is the image's output itself
+        Eigen::Map<RowMatrix<T>>(yc, O, P).noalias() = Wm * col;
+        if (o_.bias) Eigen::Map<RowMatrix<T>>(yc, O, P).colwise() += as_vector(b_.cview());
+        continue;
+      }
+      Eigen::Map<RowMatrix<T>>(sc.out.data(), O, N).noalias() = Wm * col;
+      // Scatter [O, nb·P] into [nb][O][P], adding the bias.
+      const T* bias = o_.bias ? b_.data() : nullptr;
+      for (index_t j = 0; j < nb; ++j)
+        for (index_t o = 0; o < O; ++o) {
+          const T* src = sc.out.data() + o * N + j * P;
+          T* dst = yc + (j * O + o) * P;
+          const T bo = bias ? bias[o] : T(0);
+          for (index_t q = 0; q < P; ++q) dst[q] = src[q] + bo;
+        }
+    }
+  }
+
+  /// {.input = false} skips the data gradient (its GEMM and col2im);
+  /// {.params = false} skips the weight gradient (im2col and its GEMM).
+  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad want = {}) {
+    require_forward(c.x.data() != nullptr, "Conv2d");
+    const Shape ys = output_shape(c.x.shape());
+    require_shape(dy, ys, "Conv2d", "dy");
+    require_input_grad(dx, c.x.shape(), want, "Conv2d");
+    if (!want.input && !want.params) return;
+    const Geometry g = geometry(c.x.shape(), ys);
+    if (uses_winograd()) return backward_winograd(g, c.x.data(), dy.data(), dx.data(), want);
+    if (!chunked()) return backward_per_image(g, c.x.data(), dy.data(), dx.data(), want);
+    const index_t n = chunks(g);
+    prepare_scratch(g, want.params, n);
+    const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
+    const T* xp = c.x.data();
+    const T* gp = dy.data();
+    T* dxp = dx.data();
+    const index_t O = o_.out_channels, P = g.P;
+    LAMINA_PARALLEL_FOR
+    for (index_t ci = 0; ci < n; ++ci) {
+      Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
+      const index_t b0 = g.B * ci / n, nb = g.B * (ci + 1) / n - b0, N = nb * P;
+      const T* gc = gp + b0 * g.out_image;
+      if (nb > 1) {  // gather dy [nb][O][P] into [O, nb·P]
+        for (index_t j = 0; j < nb; ++j)
+          for (index_t o = 0; o < O; ++o) std::copy_n(gc + (j * O + o) * P, P, sc.out.data() + o * N + j * P);
+        gc = sc.out.data();
+      }
+      const Eigen::Map<const RowMatrix<T>> G(gc, O, N);
+      Eigen::Map<RowMatrix<T>> col(sc.col.data(), g.K, N);
+      if (want.params) {
+        for (index_t j = 0; j < nb; ++j)
+          detail::im2col(xp + (b0 + j) * g.in_image, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
+                         o_.padding, g.Ho, g.Wo, sc.col.data() + j * P, N);
+        Eigen::Map<RowMatrix<T>>(sc.dW.data(), O, g.K).noalias() += G * col.transpose();
+        if (o_.bias) Eigen::Map<ColVector<T>>(sc.db.data(), O).noalias() += G.rowwise().sum();
+      }
+      if (want.input) {
+        col.noalias() = Wm.transpose() * G;  // col now holds dcol
+        for (index_t j = 0; j < nb; ++j)
+          detail::col2im_add(sc.col.data() + j * P, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
+                             o_.padding, g.Ho, g.Wo, dxp + (b0 + j) * g.in_image, N);
+      }
+    }
+    reduce_partial_sums(want);
+  }
+
+  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
+  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
+
+  template <class F>
+  void visit(F&& f, const std::string& prefix) {
+    f(ParamRef<T>{prefix + "weight", W_.view(), dW_.view(), true, true});
+    if (o_.bias) f(ParamRef<T>{prefix + "bias", b_.view(), db_.view(), true, true});
+  }
+
+ private:
+  struct Geometry {
+    index_t B, H, W, Ho, Wo, K, P, in_image, out_image;
+  };
+  struct Scratch {
+    aligned_vector<T> col, out, dW, db;  ///< out: a chunk's y (forward) or gathered dy (backward)
+    bool used = false;
+  };
+
+  // ---- the per-image im2col: Conv2dAlgorithm::im2col_per_image, and 1×1 stride-1 unpadded convs ----
+  void infer_per_image(const Geometry& g, const T* xp, T* yp) {
+    const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
+    prepare_scratch(g, false, g.B);
     LAMINA_PARALLEL_FOR
     for (index_t b = 0; b < g.B; ++b) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
@@ -184,21 +316,9 @@ class Conv2d {
     }
   }
 
-  /// {.input = false} skips the data gradient (its GEMM and col2im);
-  /// {.params = false} skips the weight gradient (im2col and its GEMM).
-  void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad want = {}) {
-    require_forward(c.x.data() != nullptr, "Conv2d");
-    const Shape ys = output_shape(c.x.shape());
-    require_shape(dy, ys, "Conv2d", "dy");
-    require_input_grad(dx, c.x.shape(), want, "Conv2d");
-    if (!want.input && !want.params) return;
-    const Geometry g = geometry(c.x.shape(), ys);
-    if (uses_winograd()) return backward_winograd(g, c.x.data(), dy.data(), dx.data(), want);
+  void backward_per_image(const Geometry& g, const T* xp, const T* gp, T* dxp, Grad want) {
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
-    prepare_scratch(g, want.params);
-    const T* xp = c.x.data();
-    const T* gp = dy.data();
-    T* dxp = dx.data();
+    prepare_scratch(g, want.params, g.B);
     LAMINA_PARALLEL_FOR
     for (index_t b = 0; b < g.B; ++b) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
@@ -223,36 +343,32 @@ class Conv2d {
       }
       if (o_.bias && want.params) Eigen::Map<ColVector<T>>(sc.db.data(), o_.out_channels).noalias() += G.rowwise().sum();
     }
-    // Per-thread partial sums, reduced in a fixed order (deterministic for a given thread count).
+    reduce_partial_sums(want);
+  }
+
+  // Per-thread partial sums, reduced in a fixed order (deterministic for a given thread count).
+  void reduce_partial_sums(Grad want) {
+    if (!want.params) return;
     for (Scratch& sc : scratch_) {
-      if (!sc.used || !want.params) continue;
+      if (!sc.used) continue;
       detail_axpy(dW_.data(), sc.dW.data(), dW_.size());
       if (o_.bias) detail_axpy(db_.data(), sc.db.data(), db_.size());
     }
   }
 
-  void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
-  void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
-
-  template <class F>
-  void visit(F&& f, const std::string& prefix) {
-    f(ParamRef<T>{prefix + "weight", W_.view(), dW_.view(), true, true});
-    if (o_.bias) f(ParamRef<T>{prefix + "bias", b_.view(), db_.view(), true, true});
-  }
-
- private:
-  struct Geometry {
-    index_t B, H, W, Ho, Wo, K, P, in_image, out_image;
-  };
-  struct Scratch {
-    aligned_vector<T> col, dW, db;
-    bool used = false;
-  };
-
   bool winograd_shape() const noexcept {
     return o_.kernel_h == 3 && o_.kernel_w == 3 && o_.stride == 1 && o_.padding == 1;
   }
-  bool uses_winograd() const noexcept { return winograd_shape() && o_.algorithm != Conv2dAlgorithm::im2col; }
+  bool uses_winograd() const noexcept {
+    return winograd_shape() && o_.algorithm != Conv2dAlgorithm::im2col &&
+           o_.algorithm != Conv2dAlgorithm::im2col_per_image;
+  }
+  /// The chunked im2col (not the per-image reference; a 1×1 stride-1 unpadded
+  /// conv needs no im2col and stays per image).
+  bool chunked() const noexcept { return o_.algorithm != Conv2dAlgorithm::im2col_per_image && !is_pointwise(); }
+  index_t chunks(const Geometry& g) const {
+    return detail::conv_chunks(g.B, g.K, g.P, index_t(sizeof(T)), num_threads(), o_.chunk_images);
+  }
   void backward_winograd(const Geometry& g, const T* x, const T* dy, T* dx, Grad want) {
     wino_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
     if (want.input) wino_.backward_input(W_.data(), dy, dx);
@@ -270,10 +386,15 @@ class Conv2d {
     const index_t K = o_.in_channels * o_.kernel_h * o_.kernel_w, P = ys[2] * ys[3];
     return {xs[0], xs[2], xs[3], ys[2], ys[3], K, P, o_.in_channels * xs[2] * xs[3], o_.out_channels * P};
   }
-  void prepare_scratch(const Geometry& g, bool grads) {
+  /// Per-thread buffers for n chunks of the batch (n = B: one image each).
+  /// Sized by the largest chunk; resizing to the same or a smaller size keeps
+  /// the memory, so steady-state steps allocate nothing.
+  void prepare_scratch(const Geometry& g, bool grads, index_t n) {
+    const index_t nb = (g.B + n - 1) / n;
     scratch_.resize(static_cast<std::size_t>(num_threads()));
     for (Scratch& sc : scratch_) {
-      sc.col.resize(static_cast<std::size_t>(g.K * g.P));
+      sc.col.resize(static_cast<std::size_t>(g.K * g.P * nb));
+      sc.out.resize(static_cast<std::size_t>(nb > 1 ? o_.out_channels * g.P * nb : 0));
       sc.used = grads;
       if (grads) {
         sc.dW.assign(static_cast<std::size_t>(W_.size()), T(0));
