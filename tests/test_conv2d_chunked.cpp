@@ -163,8 +163,14 @@ TEST_CASE("Conv2d chunked im2col: the chunk split", "[conv2d][chunked]") {
         if (n < B) CHECK(n % t == 0);
         CHECK(n >= std::min<index_t>(B, t));
       }
-  // E1 batch 128 at 2 threads: every chunk has >= ~512 columns or hits the budget, and both threads have work.
-  const index_t n49 = conv_chunks(128, 32, 49, 4, 2, 0);
-  CHECK(128 / n49 * 49 >= 400);
+  // E1 batch 128 at 2 threads: the 3×3 stride-2 convs take several images a chunk (within the
+  // 512 KiB budget), both threads have work; few rows (1×1 on 16 or 32 channels) take one image.
+  const index_t n49 = conv_chunks(128, 288, 49, 4, 2, 0), n196 = conv_chunks(128, 144, 196, 4, 2, 0);
   CHECK(n49 % 2 == 0);
+  CHECK(n196 % 2 == 0);
+  CHECK((128 + n49 - 1) / n49 * 288 * 49 * 4 <= 512 * 1024);
+  CHECK((128 + n49 - 1) / n49 >= 4);
+  CHECK((128 + n196 - 1) / n196 * 196 >= 512);
+  CHECK(conv_chunks(128, 32, 49, 4, 2, 0) == 128);
+  CHECK(conv_chunks(3, 16, 196, 4, 2, 0) == 3);
 }
