@@ -223,6 +223,30 @@ void phase_merge_add(const T* planes, const PhaseLayout& L, T* dx) {
       for (index_t xx = x0; xx < W; xx += s) out[xx] += *in++;
   });
 }
+/// phase_merge_add for stride 2 with both column phases kept (the adjoint of
+/// phase_split2): each dx row is read and written once.
+template <class T>
+void phase_merge_add2(const T* planes, const PhaseLayout& L, T* dx) {
+  const index_t p = L.p, W = L.W, half = W / 2;
+  const index_t b0 = p % 2, b1 = (1 + p) % 2, c0 = p / 2, c1 = (1 + p) / 2;
+  for (index_t a = 0; a < L.na; ++a) {
+    const index_t r0 = ((a - p) % 2 + 2) % 2, pr0 = (r0 + p) / 2;
+    for (index_t c = 0; c < L.C; ++c) {
+      const T* even = planes + ((a * 2 + b0) * L.C + c) * L.plane() + c0;
+      const T* odd = planes + ((a * 2 + b1) * L.C + c) * L.plane() + c1;
+      for (index_t r = r0, pr = pr0; r < L.H; r += 2, ++pr) {
+        T* out = dx + (c * L.H + r) * W;
+        const T* e = even + pr * L.Wq;
+        const T* o = odd + pr * L.Wq;
+        for (index_t k = 0; k < half; ++k) {
+          out[2 * k] += e[k];
+          out[2 * k + 1] += o[k];
+        }
+        if (W % 2) out[W - 1] += e[half];
+      }
+    }
+  }
+}
 /// Offset in the planes of tap (c, u, v)'s run.
 inline index_t phase_tap(const PhaseLayout& L, index_t c, index_t u, index_t v) {
   return (((u % L.s) * L.nb + v % L.s) * L.C + c) * L.plane() + (u / L.s) * L.Wq + v / L.s;
@@ -401,7 +425,8 @@ class Conv2d {
           }
           std::fill(sc.dplanes.begin(), sc.dplanes.end(), T(0));
           detail::phase_col2im_add(sc.col.data() + j * Pq, L, sc.dplanes.data(), N);
-          detail::phase_merge_add(sc.dplanes.data(), L, dxb);
+          if (L.s == 2 && L.nb == 2) detail::phase_merge_add2(sc.dplanes.data(), L, dxb);
+          else detail::phase_merge_add(sc.dplanes.data(), L, dxb);
         }
       }
     }
