@@ -3,16 +3,23 @@
 // padding, dilation 1, groups 1 (golden/core/README.md "Conv2d").
 //
 // Images go in chunks of nb: col = im2col(x_b .. x_b+nb-1) is [Cin·kh·kw,
-// nb·Ho·Wo] (image j in columns j·P .. j·P+P-1, P = Ho·Wo) and Y = W col is
-// [Cout, nb·P], scattered into the NCHW output. nb is chosen so that the GEMM
-// has N = nb·P >= ~512 columns within a cache budget (a per-image GEMM on a 7×7
-// output, N = 49, runs Eigen far below its peak) and so that every thread has
-// chunks. Chunks run in parallel, each with a single-threaded Eigen GEMM; the
-// backward rebuilds a chunk's col instead of keeping the whole batch's columns
-// (a 9× larger tensor than x for 3×3 kernels): dW += G col^T with G the chunk's
-// dy gathered into [Cout, nb·P], dcol = W^T G, col2im per image.
-// Conv2dAlgorithm::im2col_per_image keeps the plain per-image loop (nb = 1,
-// no gather or scatter), the reference twin of the chunked code.
+// nb·Pq] (image j in columns j·Pq .. j·Pq+Pq-1) and Y = W col is [Cout, nb·Pq],
+// scattered into the NCHW output. The col rows are built as contiguous runs:
+// each image is split once into its zero-padded stride phases
+// (detail::PhaseLayout), from which tap (u, v)'s row is one copy of Pq = Ho·Wq
+// values, the output computed on a grid Wq >= Wo wide whose extra columns are
+// dropped (a strided, bounds-checked gather per output row, as the per-image
+// im2col does, cost as much as the GEMM on the E1 stride-2 shapes). nb gives
+// the GEMM N = nb·Pq >= ~512 columns within a cache budget, 1 for few rows
+// (1×1 kernels: there col is a plain strided gather and the GEMM writes y
+// directly), and every thread has chunks. Chunks run in parallel, each with a
+// single-threaded Eigen GEMM; the backward rebuilds a chunk's col instead of
+// keeping the whole batch's columns (a 9× larger tensor than x for 3×3
+// kernels): dW += G col^T with G the chunk's dy gathered into [Cout, nb·Pq]
+// (zero in the extra columns), dcol = W^T G, added back into the phase planes
+// and from them into dx.
+// Conv2dAlgorithm::im2col_per_image keeps the plain per-image loop (no
+// phases, gather or scatter), the reference twin of the chunked code.
 //
 // 3×3 kernels with stride 1 and padding 1 take the Winograd F(2×2, 3×3) path
 // instead (modules/conv2d_winograd.hpp), unless Conv2dOptions::algorithm asks
@@ -115,8 +122,8 @@ void col2im_add(const T* col, index_t C, index_t H, index_t W, index_t kh, index
 /// threads. chunk_images > 0 fixes the images per chunk (ceil(B / n) <=
 /// chunk_images); otherwise a chunk takes enough images for >= 512 GEMM
 /// columns, fewer when its columns would pass 512 KiB, one when K < 64, and
-/// the count is a
-/// multiple of the thread count (at most B) so that every thread has work.
+/// the count is a multiple of the thread count (at most B) so that every
+/// thread has work.
 /// Chunk c holds images [B·c/n, B·(c+1)/n): sizes differ by at most one.
 inline index_t conv_chunks(index_t B, index_t K, index_t P, index_t elem, int threads, index_t chunk_images) {
   if (chunk_images > 0) return (B + chunk_images - 1) / chunk_images;
@@ -139,7 +146,8 @@ inline index_t conv_chunks(index_t B, index_t K, index_t P, index_t elem, int th
 /// is then element (i + u / s, j + v / s) of plane (u % s, v % s): a col row is
 /// one contiguous run of Ho·Wq values of a plane, read on an output grid Wq
 /// wide, whose columns Wo .. Wq-1 are discarded (forward) or given zero
-/// gradient (backward).
+/// gradient (backward; they read real inputs, so a non-finite input can reach
+/// dW through them as 0·inf, where it would make dW non-finite anyway).
 struct PhaseLayout {
   index_t s, p, C, H, W, kh, kw, na, nb, Hq, Wq, Ho, Wo;
   index_t plane() const noexcept { return (Hq + 1) * Wq; }
@@ -151,9 +159,10 @@ inline PhaseLayout phase_layout(index_t C, index_t H, index_t W, index_t kh, ind
   return {s, p, C, H, W, kh, kw, std::min(s, kh), std::min(s, kw), (H + 2 * p + s - 1) / s, (W + 2 * p + s - 1) / s,
           Ho, Wo};
 }
-/// Calls f(src row r of channel c, plane row, x0, d0) for every image row and
-/// column phase a plane keeps: the plane row holds x[c][r][x0 + k·s] at column
-/// d0 + k. No division in the loops (the stride is a run-time value).
+/// Calls f(image offset of row r of channel c, planes offset, x0) for every
+/// image row and column phase that a plane keeps: x[c][r][x0 + k·s] goes to
+/// planes[offset + k]. No division in the loops (the stride is a run-time
+/// value).
 template <class F>
 void phase_rows(const PhaseLayout& L, F&& f) {
   const index_t s = L.s, p = L.p;
