@@ -115,6 +115,47 @@ void BM_Conv2dGemmOnly(benchmark::State& st) {
   gflops(st, 2.0 * double(B * C * S * S * C * 9));
 }
 
+// ---- Conv2d on the E1 network's strided shapes (the im2col convs) ---------------------
+// Args: batch, Cin, Cout, input size, kernel (padding k/2), stride, threads,
+// chunked (0 the per-image im2col reference, 1 the chunked im2col), images per
+// chunk (0 automatic) and, for the backward, the part (0 dx and dW, 1 dx, 2 dW).
+// GFLOP/s counted as direct-convolution FLOPs (2·B·Cout·Cin·k²·Ho·Wo per pass).
+Conv2dOptions strided_options(const benchmark::State& st) {
+  return {.in_channels = st.range(1), .out_channels = st.range(2), .kernel_h = st.range(4), .kernel_w = st.range(4),
+          .stride = st.range(5), .padding = st.range(4) / 2, .bias = false,
+          .algorithm = st.range(7) == 1 ? Conv2dAlgorithm::im2col : Conv2dAlgorithm::im2col_per_image,
+          .chunk_images = st.range(8)};
+}
+template <class T>
+void BM_Conv2dStridedForward(benchmark::State& st) {
+  set_num_threads(int(st.range(6)));
+  Rng rng(1);
+  Conv2d<T> conv(strided_options(st), rng);
+  auto x = random<T>({st.range(0), st.range(1), st.range(3), st.range(3)}, 2);
+  Tensor<T> y(conv.output_shape(x.shape()));
+  for (auto _ : st) {
+    conv.forward(x.cview(), y.view());
+    benchmark::DoNotOptimize(y.data());
+  }
+  gflops(st, 2.0 * double(y.size()) * double(st.range(1) * st.range(4) * st.range(4)));
+}
+template <class T>
+void BM_Conv2dStridedBackward(benchmark::State& st) {
+  set_num_threads(int(st.range(6)));
+  const Grad want{.input = st.range(9) != 2, .params = st.range(9) != 1};
+  Rng rng(1);
+  Conv2d<T> conv(strided_options(st), rng);
+  auto x = random<T>({st.range(0), st.range(1), st.range(3), st.range(3)}, 2);
+  Tensor<T> y(conv.output_shape(x.shape())), dx(x.shape());
+  auto dy = random<T>(y.shape(), 3);
+  conv.forward(x.cview(), y.view());
+  for (auto _ : st) {
+    conv.backward(dy.cview(), dx.view(), want);
+    benchmark::DoNotOptimize(dx.data());
+  }
+  gflops(st, (want.input && want.params ? 4.0 : 2.0) * double(y.size()) * double(st.range(1) * st.range(4) * st.range(4)));
+}
+
 // ---- The E1 training step (forward, loss, backward, SGD step) -------------------
 void BM_ResNetTrainStep(benchmark::State& st) {
   const int threads = int(st.range(0));
@@ -164,6 +205,30 @@ void conv_shapes(benchmark::internal::Benchmark* b, bool parts) {
 }
 BENCHMARK_TEMPLATE(BM_Conv2dForward, float)->Apply([](auto* b) { conv_shapes(b, false); });
 BENCHMARK_TEMPLATE(BM_Conv2dBackward, float)->Apply([](auto* b) { conv_shapes(b, true); });
+// The E1 stage changes: 3×3 stride 2 16→32 at 28², 32→64 at 14²; 1×1 stride 2 the same.
+void strided_shapes(benchmark::internal::Benchmark* b, bool backward) {
+  for (int threads : {1, 2})
+    for (const auto& [ci, co, S, k] : {std::tuple{16, 32, 28, 3}, std::tuple{32, 64, 14, 3}, std::tuple{16, 32, 28, 1},
+                                       std::tuple{32, 64, 14, 1}})
+      for (int chunked : {0, 1}) {
+        if (backward) b->Args({128, ci, co, S, k, 2, threads, chunked, 0, 0});
+        else b->Args({128, ci, co, S, k, 2, threads, chunked, 0});
+      }
+  b->ArgNames(backward ? std::vector<std::string>{"B", "Ci", "Co", "S", "k", "s", "threads", "chunked", "nb", "part"}
+                       : std::vector<std::string>{"B", "Ci", "Co", "S", "k", "s", "threads", "chunked", "nb"});
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+// Images per chunk swept at 1 thread (nb 0 = automatic), forward, for choosing the default.
+void chunk_sweep(benchmark::internal::Benchmark* b) {
+  for (const auto& [ci, co, S, k] : {std::tuple{16, 32, 28, 3}, std::tuple{32, 64, 14, 3}, std::tuple{16, 32, 28, 1},
+                                     std::tuple{32, 64, 14, 1}})
+    for (int nb : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32}) b->Args({128, ci, co, S, k, 2, 1, 1, nb});
+  b->ArgNames({"B", "Ci", "Co", "S", "k", "s", "threads", "chunked", "nb"});
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK_TEMPLATE(BM_Conv2dStridedForward, float)->Apply([](auto* b) { strided_shapes(b, false); });
+BENCHMARK_TEMPLATE(BM_Conv2dStridedBackward, float)->Apply([](auto* b) { strided_shapes(b, true); });
+BENCHMARK_TEMPLATE(BM_Conv2dStridedForward, float)->Name("BM_Conv2dChunkSweep")->Apply(chunk_sweep);
 BENCHMARK_TEMPLATE(BM_Conv2dGemmOnly, float)->Args({128, 16, 28})->Args({128, 32, 14})->Args({128, 64, 7})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ResNetTrainStep)->Arg(1)->Arg(2)->UseRealTime()->MinTime(3.0)->Unit(benchmark::kMillisecond);
