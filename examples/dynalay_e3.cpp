@@ -45,6 +45,8 @@
 #include "lamina/dynalay/dynalay.hpp"
 #include "lamina/lamina.hpp"
 
+#include <Eigen/Eigenvalues>  // after lamina: its first inclusion of the intrinsic headers silences GCC 12's false positives
+
 using namespace lamina;
 using examples::json;
 namespace cl = examples::claims;
@@ -536,6 +538,35 @@ std::vector<Tensor<float>> layer_inputs(dl::DynaLay<float>& m, const examples::R
   return in;
 }
 
+/// The Jacobian J = diag(1 − z*²) Ŵᵀ of a trained tanh cell at its fixed point z*
+/// (f(z*) = z*), for the first `samples` rows of zs: its eigenvalues' spectral
+/// radius ρ (the asymptotic Picard rate) and where they lie inside the disc of
+/// radius ρ, and its norm ‖J‖₂. Picard's error after k steps is bounded by
+/// ‖J^k‖, which for a non-normal J stays near ‖J‖^k long before ρ^k takes over.
+json jacobian_spectrum(const Tensor<float>& weff, ConstView<float> zs, index_t samples) {
+  const index_t D = weff.dim(0);
+  const Eigen::MatrixXd Wt = lamina::as_matrix(weff.cview(), D, D).cast<double>().transpose();
+  std::vector<double> rho, norm, fill, imag, left, right;
+  for (index_t i = 0; i < std::min(samples, zs.dim(0)); ++i) {
+    Eigen::MatrixXd J = Wt;
+    for (index_t r = 0; r < D; ++r) J.row(r) *= 1.0 - double(zs.data()[i * D + r]) * double(zs.data()[i * D + r]);
+    const Eigen::VectorXcd ev = Eigen::EigenSolver<Eigen::MatrixXd>(J, false).eigenvalues();
+    const double r = ev.cwiseAbs().maxCoeff();
+    std::vector<double> mags;
+    for (index_t k = 0; k < ev.size(); ++k) mags.push_back(std::abs(ev(k)) / r);
+    rho.push_back(r);
+    norm.push_back(Eigen::JacobiSVD<Eigen::MatrixXd>(J).singularValues()(0));  // ‖J‖₂ ≫ ρ: far from normal
+    fill.push_back(examples::median(mags));
+    imag.push_back(ev.imag().cwiseAbs().maxCoeff() / r);
+    left.push_back(ev.real().minCoeff() / r);
+    right.push_back(ev.real().maxCoeff() / r);
+  }
+  return {{"samples", long(rho.size())}, {"spectral_radius", examples::median(rho)}, {"norm2", examples::median(norm)},
+          {"median_abs_over_radius", examples::median(fill)}, {"max_imag_over_radius", examples::median(imag)},
+          {"min_real_over_radius", examples::median(left)}, {"max_real_over_radius", examples::median(right)},
+          {"statistic", "median over samples"}};
+}
+
 /// Two-sided sign test: P(a count at least as far from n/2 as k) under Binomial(n, 1/2).
 double sign_test(long k, long n) {
   const long tail = std::min(k, n - k);
@@ -628,6 +659,15 @@ void solver_figures(const Config& c, const examples::RunData& d) {
       std::printf("%-6ld %-9s %10.2f %8ld %10ld %10.3f |\n", long(k), fpi::name(me), rp.mean_iterations(),
                   long(rp.max_iterations()), long(rp.failed()), t_ms);
     }
+    l.set_options(base);
+    l.infer(x, y.view());  // z* of every sample
+    lj["jacobian_spectrum"] = jacobian_spectrum(l.cell().f().effective_weight(), y.cview(), 32);
+    const json& sp = lj["jacobian_spectrum"];
+    std::printf("%-6ld Jacobian at z* (32 samples, medians): spectral radius %.3f, norm %.3f; |lambda|/radius median %.2f; "
+                "Re/radius %.2f..%.2f; max |Im|/radius %.2f\n",
+                long(k), sp["spectral_radius"].get<double>(), sp["norm2"].get<double>(), sp["median_abs_over_radius"].get<double>(),
+                sp["min_real_over_radius"].get<double>(), sp["max_real_over_radius"].get<double>(),
+                sp["max_imag_over_radius"].get<double>());
     lj["anderson_over_picard"] = paired_ratio(ms["anderson"], ms["picard"]);
     std::printf("%-6ld anderson / picard time per round: %s\n", long(k), describe(lj["anderson_over_picard"]).c_str());
     for (std::size_t q = 0; q < 5; ++q) {
