@@ -41,4 +41,18 @@ TEMPLATE_TEST_CASE("the kernel table agrees with the scalar references", "[kerne
     tab.weighted_sum(vs, w, 2, p.data(), n);
     for (index_t i = 0; i < n; ++i) REQUIRE(p[std::size_t(i)] == Approx(0.5 * a[std::size_t(i)] - 2 * b[std::size_t(i)]).epsilon(1e-5).margin(1e-6));
   }
+  // The small SPD solves: the table's lane count, diagonally dominant systems against the scalar twin.
+  const index_t L = tab.spd_lanes, m = 4;
+  std::vector<double> A(std::size_t(m * m * L)), b(std::size_t(m * L)), Ar, br;
+  for (index_t r = 0; r < m; ++r)
+    for (index_t l = 0; l < L; ++l) {
+      b[std::size_t(r * L + l)] = rng.uniform(-1, 1);
+      for (index_t c = 0; c <= r; ++c) A[std::size_t((r * m + c) * L + l)] = r == c ? 4 + double(l) : rng.uniform(-1, 1);
+    }
+  Ar = A, br = b;
+  std::vector<std::uint8_t> ok(static_cast<std::size_t>(L)), okr(static_cast<std::size_t>(L));
+  tab.spd_solve_lanes(A.data(), b.data(), m, ok.data());
+  k::ref::spd_solve_lanes(Ar.data(), br.data(), m, L, okr.data());
+  for (index_t i = 0; i < m * L; ++i) REQUIRE(b[std::size_t(i)] == Approx(br[std::size_t(i)]).epsilon(1e-12));
+  for (index_t l = 0; l < L; ++l) REQUIRE(int(ok[std::size_t(l)]) == 1);
 }

@@ -17,9 +17,12 @@
 #include "lamina/kernels/kl_divergence.hpp"
 #include "lamina/kernels/log.hpp"
 #include "lamina/kernels/softmax.hpp"
+#include "lamina/kernels/spd_lanes.hpp"
 #include "lamina/kernels/tanh.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
 #include "support/golden.hpp"
+
+#include <Eigen/Cholesky>  // Eigen extras after lamina's headers (GCC 12 AVX-512 warnings)
 
 using namespace lamina;
 namespace k = lamina::kernels;
@@ -980,5 +983,87 @@ TEST_CASE("kl_probs (one log of p/q) stays within 2e-6 relative of the double re
       INFO("eps " << eps << " kl " << got << " reference " << ref);
       CHECK(std::abs(double(got) - ref) <= 2e-6 * scale / (1 + double(n) * double(eps)));
     }
+  }
+}
+
+namespace {
+/// Lane-interleaved SPD systems (spd_lanes.hpp layout): lane l is G Gᵀ + 0.1 I with
+/// G random n×(n+2), scaled by 10^(l mod 7 − 3); b random.
+void spd_systems(index_t n, index_t L, std::uint64_t seed, std::vector<double>& A, std::vector<double>& b) {
+  Rng rng(seed);
+  A.assign(std::size_t(n * n * L), -99.0);  // the upper triangle must not be read
+  b.resize(std::size_t(n * L));
+  for (index_t l = 0; l < L; ++l) {
+    Eigen::MatrixXd G(n, n + 2);
+    for (index_t i = 0; i < G.size(); ++i) G.data()[i] = rng.normal();
+    const Eigen::MatrixXd K = std::pow(10.0, double(l % 7) - 3) * (G * G.transpose() + 0.1 * Eigen::MatrixXd::Identity(n, n));
+    for (index_t r = 0; r < n; ++r) {
+      b[std::size_t(r * L + l)] = rng.uniform(-1, 1);
+      for (index_t c = 0; c <= r; ++c) A[std::size_t((r * n + c) * L + l)] = K(r, c);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("spd_solve_lanes equals its scalar twin and Eigen's LLT for every size, and flags bad lanes", "[kernels][spd]") {
+  const index_t L = k::lanes<double>;
+  for (index_t n = 1; n <= 12; ++n) {
+    INFO("n " << n);
+    std::vector<double> A, b;
+    spd_systems(n, L, std::uint64_t(40 + n), A, b);
+    std::vector<double> Ar = A, br = b;
+    std::vector<std::uint8_t> ok(std::size_t(L), 7), okr(std::size_t(L), 7);
+    k::spd_solve_lanes(A.data(), b.data(), n, ok.data());
+    k::ref::spd_solve_lanes(Ar.data(), br.data(), n, L, okr.data());
+    for (index_t l = 0; l < L; ++l) {
+      CHECK(int(ok[std::size_t(l)]) == 1);
+      CHECK(int(okr[std::size_t(l)]) == 1);
+      Eigen::MatrixXd K(n, n);
+      Eigen::VectorXd rhs(n);
+      std::vector<double> A0, b0;
+      spd_systems(n, L, std::uint64_t(40 + n), A0, b0);
+      for (index_t r = 0; r < n; ++r) {
+        rhs(r) = b0[std::size_t(r * L + l)];
+        for (index_t c = 0; c <= r; ++c) K(r, c) = K(c, r) = A0[std::size_t((r * n + c) * L + l)];
+      }
+      const Eigen::LLT<Eigen::MatrixXd> llt(K);
+      REQUIRE(llt.info() == Eigen::Success);
+      const Eigen::VectorXd x = llt.solve(rhs);
+      const Eigen::MatrixXd Lf = llt.matrixL();
+      for (index_t r = 0; r < n; ++r) {
+        const double tol = 1e-9 * x.cwiseAbs().maxCoeff();
+        CHECK(std::abs(b[std::size_t(r * L + l)] - x(r)) <= tol);
+        CHECK(std::abs(br[std::size_t(r * L + l)] - x(r)) <= tol);
+        for (index_t c = 0; c < r; ++c)
+          CHECK(std::abs(A[std::size_t((r * n + c) * L + l)] - Lf(r, c)) <= 1e-12 * Lf.cwiseAbs().maxCoeff());
+        CHECK(A[std::size_t((r * n + r) * L + l)] == Approx(1 / Lf(r, r)).epsilon(1e-12));  // the reciprocal pivot
+        for (index_t c = r + 1; c < n; ++c) CHECK(A[std::size_t((r * n + c) * L + l)] == -99.0);  // untouched
+      }
+    }
+  }
+  // A singular lane, an indefinite one and a NaN one are flagged; the other lanes are unaffected.
+  const index_t n = 5;
+  std::vector<double> A, b;
+  spd_systems(n, L, 77, A, b);
+  const std::vector<double> A0 = A, b0 = b;
+  for (index_t r = 0; r < n; ++r)
+    for (index_t c = 0; c <= r; ++c) A[std::size_t((r * n + c) * L + 0)] = 1.0;  // rank one
+  A[std::size_t((2 * n + 2) * L + 1 % L)] = -5.0;                                 // a negative diagonal entry
+  A[std::size_t((3 * n + 1) * L + (L - 1))] = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> Ar = A, br = b;
+  std::vector<std::uint8_t> ok(static_cast<std::size_t>(L)), okr(static_cast<std::size_t>(L));
+  k::spd_solve_lanes(A.data(), b.data(), n, ok.data());
+  k::ref::spd_solve_lanes(Ar.data(), br.data(), n, L, okr.data());
+  CHECK(int(ok[0]) == 0);
+  CHECK(int(ok[std::size_t(1 % L)]) == 0);
+  CHECK(int(ok[std::size_t(L - 1)]) == 0);
+  CHECK(int(okr[0]) == 0);
+  CHECK(int(okr[std::size_t(L - 1)]) == 0);
+  for (index_t l = 2; l + 1 < L; ++l) {  // lanes 2 … L−2 (on 8 lanes): untouched systems, same solutions as alone
+    std::vector<double> A1 = A0, b1 = b0;
+    std::vector<std::uint8_t> ok1(static_cast<std::size_t>(L));
+    k::spd_solve_lanes(A1.data(), b1.data(), n, ok1.data());
+    CHECK(int(ok[std::size_t(l)]) == 1);
+    for (index_t r = 0; r < n; ++r) CHECK(b[std::size_t(r * L + l)] == b1[std::size_t(r * L + l)]);
   }
 }

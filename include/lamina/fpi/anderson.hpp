@@ -8,8 +8,11 @@
 // The constrained problem is solved through its normal equations: with the Gram
 // matrix K = GGᵀ + λ' I (symmetric positive definite for λ' > 0),
 //   α = K⁻¹1 / (1ᵀK⁻¹1),
-// one Cholesky factorisation (Eigen's LLT) of the n×n matrix, in double (K's
-// condition number grows as the residuals shrink). The bordered (n+1)×(n+1)
+// one Cholesky factorisation of the n×n matrix, in double (K's condition number
+// grows as the residuals shrink). The factorisations of up to 8 samples (the
+// lanes of a vector of doubles) run together in kernels/spd_lanes.hpp: one small
+// solve alone is a latency chain of square roots and divisions (Eigen's LLT:
+// ~160 ns for n = 5, more than the map it accelerates), which the lanes share. The bordered (n+1)×(n+1)
 // system of the same problem is indefinite and needs a pivoted LU: it is the
 // reference the tests compare α against (fpi/reference.hpp).
 // λ' = λ · ‖g_newest‖²: the regulariser is relative to the newest residual, so it
@@ -22,14 +25,18 @@
 //
 // Cost per sample and iteration, besides the map: two rows written into the
 // ring (f(x) and g), n dot products for the Gram row (the others are kept), an
-// n×n Cholesky (n ≤ m), n axpys for the mix. The small matrices have a fixed
-// capacity (m ≤ max_memory): nothing is allocated.
-#include <Eigen/Dense>
+// n×n Cholesky (n ≤ m, shared by the lanes), n axpys for the mix. The buffers
+// are sized by reset(): nothing is allocated while iterating.
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdint>
+#include <span>
 #include <vector>
 
 #include "lamina/core/eigen.hpp"
 #include "lamina/fpi/options.hpp"
+#include "lamina/kernels/dispatch.hpp"
 
 namespace lamina::fpi {
 
@@ -43,85 +50,114 @@ class Anderson {
     w_ = width, m_ = o.m, lambda_ = o.lambda, beta_ = T(o.beta);
     F_.resize(Shape{samples * m_, width});
     G_.resize(Shape{samples * m_, width});
-    gram_.resize(Shape{samples * m_, m_});
+    gram_.resize(std::size_t(samples * m_ * m_));
     count_.assign(std::size_t(samples), 0);
+    A_.resize(std::size_t(m_ * m_ * lanes_));
+    b_.resize(std::size_t(m_ * lanes_));
   }
-  void step(index_t i, const T* x, const T* fx, T* out) {
+  /// The next iterate of each listed sample: x + samples[k]·w ← the Anderson step
+  /// from its iterate xa + pos[k]·w and value fa + pos[k]·w (`width` values each).
+  /// The small solves of up to `lanes_` samples run together (kernels/spd_lanes.hpp).
+  void step_rows(std::span<const index_t> samples, std::span<const index_t> pos, const T* xa, const T* fa, T* x) {
+    for (std::size_t k0 = 0; k0 < samples.size(); k0 += std::size_t(lanes_)) {
+      const index_t nb = std::min<index_t>(lanes_, index_t(samples.size() - k0));
+      index_t nmax = 1;
+      for (index_t l = 0; l < nb; ++l) {
+        const index_t i = samples[k0 + std::size_t(l)], p = pos[k0 + std::size_t(l)];
+        lane_[l] = record(i, xa + p * w_, fa + p * w_);
+        nmax = std::max(nmax, lane_[l].n);
+      }
+      if (nmax > 1) solve_lanes(samples.subspan(k0, std::size_t(nb)), nmax);
+      for (index_t l = 0; l < nb; ++l) {
+        const index_t i = samples[k0 + std::size_t(l)], p = pos[k0 + std::size_t(l)];
+        mix(i, l, xa + p * w_, fa + p * w_, x + i * w_);
+      }
+    }
+  }
+
+ private:
+  T* ring(Tensor<T>& t, index_t i, index_t slot) { return t.data() + (i * m_ + slot) * w_; }
+  double* gram(index_t i) { return gram_.data() + i * m_ * m_; }
+  /// Row and column `slot` of sample i's Gram matrix from its new residual.
+  void update_gram(index_t i, index_t slot, index_t n) {
+    double* K = gram(i);
+    const auto gs = Eigen::Map<const ColVector<T>>(ring(G_, i, slot), w_);
+    for (index_t j = 0; j < n; ++j)
+      K[slot * m_ + j] = K[j * m_ + slot] = gs.dot(Eigen::Map<const ColVector<T>>(ring(G_, i, j), w_));
+  }
+  struct Lane {
+    index_t slot = 0, n = 1;  ///< ring slot of the newest pair, pairs in the ring
+    bool ok = false;          ///< α solved and finite
+  };
+  /// Writes sample i's newest pair into its ring and Gram matrix.
+  Lane record(index_t i, const T* x, const T* fx) {
     const index_t slot = count_[std::size_t(i)]++ % m_;
-    const index_t n = std::min<index_t>(count_[std::size_t(i)], m_);
     T* f = ring(F_, i, slot);
     T* g = ring(G_, i, slot);
     for (index_t d = 0; d < w_; ++d) {
       f[d] = fx[d];
       g[d] = fx[d] - x[d];
     }
+    const index_t n = std::min<index_t>(count_[std::size_t(i)], m_);
     update_gram(i, slot, n);
-    if (n == 1 || !weights(i, n, slot)) {
+    return {.slot = slot, .n = n};
+  }
+  /// α = K⁻¹1 / (1ᵀK⁻¹1) for the lanes of `samples` with n > 1, K = GGᵀ + λ'I in
+  /// double: the lanes' systems padded to nmax with the identity (right-hand side
+  /// 0 there, so α is 0 past n), solved together; b_ holds α, lane_[l].ok the outcome.
+  void solve_lanes(std::span<const index_t> samples, index_t nmax) {
+    const index_t L = lanes_;
+    std::fill(A_.begin(), A_.begin() + nmax * nmax * L, 0.0);
+    std::fill(b_.begin(), b_.begin() + nmax * L, 0.0);
+    for (index_t l = 0; l < L; ++l) {
+      const index_t n = l < index_t(samples.size()) ? lane_[l].n : 1;
+      const double* K = n > 1 ? gram(samples[std::size_t(l)]) : nullptr;
+      const double reg = n > 1 ? lambda_ * K[lane_[l].slot * m_ + lane_[l].slot] : 0.0;
+      for (index_t r = 0; r < nmax; ++r) {
+        A_[std::size_t((r * nmax + r) * L + l)] = 1;
+        if (r >= n || n == 1) continue;
+        for (index_t c = 0; c <= r; ++c) A_[std::size_t((r * nmax + c) * L + l)] = K[r * m_ + c];
+        A_[std::size_t((r * nmax + r) * L + l)] += reg;
+        b_[std::size_t(r * L + l)] = 1;
+      }
+    }
+    kernels::table<T>().spd_solve_lanes(A_.data(), b_.data(), nmax, ok_.data());
+    for (index_t l = 0; l < index_t(samples.size()); ++l) lane_[l].ok = lane_[l].n > 1 && ok_[std::size_t(l)] && normalise(l, nmax);
+  }
+  /// α of lane l divided by its sum; false when the sum is zero or not finite.
+  bool normalise(index_t l, index_t nmax) {
+    double sum = 0;
+    for (index_t r = 0; r < nmax; ++r) sum += b_[std::size_t(r * lanes_ + l)];
+    if (!std::isfinite(sum) || sum == 0) return false;
+    const double inv = 1 / sum;
+    for (index_t r = 0; r < nmax; ++r) b_[std::size_t(r * lanes_ + l)] *= inv;
+    return true;
+  }
+  /// out = Σ α_j (f_j − (1−β) g_j) = β Σ α f + (1−β) Σ α x with x_j = f_j − g_j; a
+  /// plain mixing step when the ring holds one pair or α failed (then the ring restarts).
+  void mix(index_t i, index_t l, const T* x, const T* fx, T* out) {
+    const Lane& ln = lane_[l];
+    if (!ln.ok) {
       for (index_t d = 0; d < w_; ++d) out[d] = beta_ * fx[d] + (T(1) - beta_) * x[d];
-      if (n > 1) restart(i, slot);
+      if (ln.n > 1) restart(i, ln.slot);
       return;
     }
-    // out = Σ α_j (f_j − (1−β) g_j): β Σ α f + (1−β) Σ α x with x_j = f_j − g_j.
     const T keep = T(1) - beta_;
-    vec(out).setZero();
-    for (index_t j = 0; j < n; ++j) {
-      const T a = T(alpha_(j));
-      if (keep == T(0))
-        vec(out) += a * cvec(ring(F_, i, j));
-      else
-        vec(out) += a * (cvec(ring(F_, i, j)) - keep * cvec(ring(G_, i, j)));
+    const index_t t = keep == T(0) ? ln.n : 2 * ln.n;  // the terms of Σ α f and, for β < 1, of −(1−β) Σ α g
+    for (index_t j = 0; j < ln.n; ++j) {
+      terms_[std::size_t(j)] = ring(F_, i, j);
+      coef_[std::size_t(j)] = T(b_[std::size_t(j * lanes_ + l)]);
+      if (t == ln.n) continue;
+      terms_[std::size_t(ln.n + j)] = ring(G_, i, j);
+      coef_[std::size_t(ln.n + j)] = -keep * coef_[std::size_t(j)];
     }
-  }
-
- private:
-  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> vec(T* p) const { return {p, w_}; }
-  Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> cvec(const T* p) const { return {p, w_}; }
-  T* ring(Tensor<T>& t, index_t i, index_t slot) { return t.data() + (i * m_ + slot) * w_; }
-  T* gram(index_t i) { return gram_.data() + i * m_ * m_; }
-  /// Row and column `slot` of sample i's Gram matrix from its new residual.
-  void update_gram(index_t i, index_t slot, index_t n) {
-    T* K = gram(i);
-    const auto gs = Eigen::Map<const ColVector<T>>(ring(G_, i, slot), w_);
-    for (index_t j = 0; j < n; ++j)
-      K[slot * m_ + j] = K[j * m_ + slot] = gs.dot(Eigen::Map<const ColVector<T>>(ring(G_, i, j), w_));
-  }
-  /// α = K⁻¹1 / (1ᵀK⁻¹1) of sample i into alpha_; false when K + λ'I is not
-  /// numerically positive definite or α is not finite.
-  bool weights(index_t i, index_t n, index_t slot) {
-    const double reg = lambda_ * double(gram(i)[slot * m_ + slot]);
-    switch (n) {  // fixed sizes: Eigen unrolls the factorisation (the common m ≤ 8)
-      case 2: return solve_fixed<2>(gram(i), reg);
-      case 3: return solve_fixed<3>(gram(i), reg);
-      case 4: return solve_fixed<4>(gram(i), reg);
-      case 5: return solve_fixed<5>(gram(i), reg);
-      case 6: return solve_fixed<6>(gram(i), reg);
-      case 7: return solve_fixed<7>(gram(i), reg);
-      case 8: return solve_fixed<8>(gram(i), reg);
-      default: return solve_small<Eigen::Dynamic>(gram(i), n, reg);
-    }
-  }
-  template <int N>
-  bool solve_fixed(const T* K, double reg) { return solve_small<N>(K, N, reg); }
-  template <int N>
-  bool solve_small(const T* K, index_t n, double reg) {
-    using Matrix = Eigen::Matrix<double, N, N, Eigen::ColMajor, N == Eigen::Dynamic ? max_memory : N,
-                                 N == Eigen::Dynamic ? max_memory : N>;
-    const Eigen::Map<const RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>> Km(K, n, n, Eigen::OuterStride<>(m_));
-    Matrix A = Km.template cast<double>();  // symmetric: row- or column-major alike
-    A.diagonal().array() += reg;
-    const Eigen::LLT<Eigen::Ref<Matrix>> llt(A);  // in place
-    if (llt.info() != Eigen::Success) return false;
-    alpha_.head(n) = llt.solve(Eigen::Matrix<double, N, 1>::Ones(n));
-    const double sum = alpha_.head(n).sum();
-    if (!std::isfinite(sum) || sum == 0) return false;
-    alpha_.head(n) /= sum;
-    return true;
+    kernels::table<T>().weighted_sum(terms_.data(), coef_.data(), std::size_t(t), out, w_);
   }
   /// Keeps only the newest pair of sample i (moved to slot 0).
   void restart(index_t i, index_t slot) {
     if (slot != 0)
       for (Tensor<T>* t : {&F_, &G_}) std::copy(ring(*t, i, slot), ring(*t, i, slot) + w_, ring(*t, i, 0));
-    T* K = gram(i);
+    double* K = gram(i);
     K[0] = K[slot * m_ + slot];
     count_[std::size_t(i)] = 1;
   }
@@ -130,9 +166,15 @@ class Anderson {
   double lambda_ = 0;
   T beta_ = T(1);
   Tensor<T> F_, G_;  // [samples·m, width]: per sample a ring of m values f(x_j) and residuals g_j
-  Tensor<T> gram_;   // [samples·m, m]: per sample G Gᵀ of its ring
+  std::vector<double> gram_;  // [samples][m][m]: per sample G Gᵀ of its ring
   std::vector<index_t> count_;
-  Eigen::Matrix<double, max_memory, 1> alpha_;
+  static constexpr index_t max_lanes = 16;
+  const index_t lanes_ = kernels::table<T>().spd_lanes;  ///< samples per small-solve call
+  std::array<Lane, max_lanes> lane_{};
+  std::array<std::uint8_t, max_lanes> ok_{};
+  std::vector<double> A_, b_;
+  std::array<const T*, 2 * max_memory> terms_{};  // the mix's rows and weights
+  std::array<T, 2 * max_memory> coef_{};  // lane-interleaved systems and right-hand sides (spd_lanes.hpp)
 };
 
 }  // namespace lamina::fpi

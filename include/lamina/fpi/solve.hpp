@@ -67,8 +67,10 @@ class Solver {
     for (index_t it = 1; it <= o.max_iter && !active_.empty(); ++it) {
       evaluate(f, z.shape(), w);
       r.evaluations += index_t(active_.size());
-      next_.clear();
-      for (std::size_t j = 0; j < active_.size(); ++j) advance(st, j, it, z, w, o, r);
+      next_.clear(), pos_.clear();
+      for (std::size_t j = 0; j < active_.size(); ++j)
+        if (advance(j, it, z, w, o, r)) next_.push_back(active_[j]), pos_.push_back(index_t(j));
+      step(st, w);
       active_.swap(next_);
     }
   }
@@ -81,9 +83,8 @@ class Solver {
     gather_rows(x_.cview(), active_, xa_.view().reshape(Shape{s[0], w}));
     f(xa_.cview(), std::span<const index_t>(active_), fa_.view());
   }
-  /// Residual bookkeeping of active_[j] and, unless it stops, its next iterate.
-  template <class Stepper>
-  void advance(Stepper& st, std::size_t j, index_t it, View<T> z, index_t w, const SolverOptions& o, SolveReport& r) {
+  /// Residual bookkeeping of active_[j]; true when it goes on iterating.
+  bool advance(std::size_t j, index_t it, View<T> z, index_t w, const SolverOptions& o, SolveReport& r) {
     const index_t i = active_[j];
     const T* xj = xa_.data() + index_t(j) * w;
     const T* fj = fa_.data() + index_t(j) * w;
@@ -97,18 +98,26 @@ class Solver {
     }
     if (res < o.tol) {
       s.converged = true;
-      return;
+      return false;
     }
-    if (!std::isfinite(res)) return;  // diverged: stop spending work on it
-    st.step(i, xj, fj, x_.data() + i * w);
-    next_.push_back(i);
+    return std::isfinite(res);  // diverged: stop spending work on it
+  }
+  /// x_[next_[k]] ← the step from xa_[pos_[k]] and fa_[pos_[k]], for every k.
+  template <class Stepper>
+  void step(Stepper& st, index_t w) {
+    if constexpr (requires { st.step_rows(next_, pos_, xa_.data(), fa_.data(), x_.data()); }) {
+      st.step_rows(next_, pos_, xa_.data(), fa_.data(), x_.data());  // samples batched (Anderson's small solves)
+    } else {
+      for (std::size_t k = 0; k < next_.size(); ++k)
+        st.step(next_[k], xa_.data() + pos_[k] * w, fa_.data() + pos_[k] * w, x_.data() + next_[k] * w);
+    }
   }
 
   Picard<T> picard_;
   Anderson<T> anderson_;
   Broyden<T> broyden_;
   Tensor<T> x_, xa_, fa_;
-  std::vector<index_t> active_, next_;
+  std::vector<index_t> active_, next_, pos_;  // active samples, those going on, their rows in xa_/fa_
 };
 
 }  // namespace lamina::fpi

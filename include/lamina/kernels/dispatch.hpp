@@ -14,6 +14,7 @@
 #include "lamina/kernels/kl_divergence.hpp"
 #include "lamina/kernels/short_rows.hpp"
 #include "lamina/kernels/softmax.hpp"
+#include "lamina/kernels/spd_lanes.hpp"
 #include "lamina/kernels/tanh.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
 #include "lamina/kernels/winograd.hpp"
@@ -53,6 +54,9 @@ struct KernelTable {
   void (*bn_apply)(const T* x, const T* r, T* y, index_t n, T m, T a, T b, bool relu);
   void (*bn_grad_sums)(const T* x, const T* y, const T* dy, index_t n, T mean, T inv, double* s);
   void (*bn_backward)(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, BnGrad<T> c);
+  // Small SPD solves in double, one system per lane (spd_lanes.hpp; the same in every table).
+  index_t spd_lanes;  ///< systems per call (lanes<double>)
+  void (*spd_solve_lanes)(double* A, double* b, index_t n, std::uint8_t* ok);
 };
 
 inline namespace LAMINA_KERNELS_ISA_NS {
@@ -91,7 +95,9 @@ KernelTable<T> make_table() {
           &bn_sums<Arch, T>,
           &bn_apply<Arch, T>,
           &bn_grad_sums<Arch, T>,
-          &bn_backward<Arch, T>};
+          &bn_backward<Arch, T>,
+          lanes<double, Arch>,
+          &spd_solve_lanes<Arch>};
 }
 }  // namespace LAMINA_KERNELS_ISA_NS
 
