@@ -357,8 +357,7 @@ class Conv2d {
     const T* xp = x.data();
     T* yp = y.data();
     const index_t O = o_.out_channels, P = g.P, Pq = L.Pq(), Wq = L.Wq, Wo = g.Wo;
-    LAMINA_PARALLEL_FOR
-    for (index_t c = 0; c < n; ++c) {
+    parallel_for(n, [&](index_t c) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
       const index_t b0 = g.B * c / n, nb = g.B * (c + 1) / n - b0, N = nb * Pq;
       for (index_t j = 0; j < nb; ++j) chunk_im2col(g, L, xp + (b0 + j) * g.in_image, sc, j * Pq, N);
@@ -367,7 +366,7 @@ class Conv2d {
       if (nb == 1 && Wq == Wo) {  // [O, P] is the image's output itself
         gemm(Eigen::Map<RowMatrix<T>>(yc, O, P), Wm, col, sc.pack);
         if (o_.bias) Eigen::Map<RowMatrix<T>>(yc, O, P).colwise() += as_vector(b_.cview());
-        continue;
+        return;
       }
       gemm(Eigen::Map<RowMatrix<T>>(sc.out.data(), O, N), Wm, col, sc.pack);
       // Scatter [O, nb·Ho·Wq] into [nb][O][Ho][Wo], dropping the columns past Wo, adding the bias.
@@ -381,7 +380,7 @@ class Conv2d {
             for (index_t q = 0; q < Wo; ++q) dst[q] = src[q] + bo;
           }
         }
-    }
+    });
   }
 
   /// {.input = false} skips the data gradient (its GEMM and col2im);
@@ -403,8 +402,7 @@ class Conv2d {
     const T* gp = dy.data();
     T* dxp = dx.data();
     const index_t O = o_.out_channels, P = g.P, Pq = L.Pq(), Wq = L.Wq, Wo = g.Wo;
-    LAMINA_PARALLEL_FOR
-    for (index_t ci = 0; ci < n; ++ci) {
+    parallel_for(n, [&](index_t ci) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
       const index_t b0 = g.B * ci / n, nb = g.B * (ci + 1) / n - b0, N = nb * Pq;
       const T* gc = gp + b0 * g.out_image;
@@ -439,7 +437,7 @@ class Conv2d {
           else detail::phase_merge_add(sc.dplanes.data(), L, dxb);
         }
       }
-    }
+    });
     reduce_partial_sums(want);
   }
 
@@ -467,8 +465,7 @@ class Conv2d {
   void infer_per_image(const Geometry& g, const T* xp, T* yp) {
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
     prepare_scratch(g, false, g.B);
-    LAMINA_PARALLEL_FOR
-    for (index_t b = 0; b < g.B; ++b) {
+    parallel_for(g.B, [&](index_t b) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
       if (is_pointwise()) {  // 1×1, stride 1, no padding: col_b is x_b itself
         Eigen::Map<const RowMatrix<T>> col(xp + b * g.in_image, g.K, g.P);
@@ -483,14 +480,13 @@ class Conv2d {
         Eigen::Map<RowMatrix<T>> yb(yp + b * g.out_image, o_.out_channels, g.P);
         yb.colwise() += as_vector(b_.cview());
       }
-    }
+    });
   }
 
   void backward_per_image(const Geometry& g, const T* xp, const T* gp, T* dxp, Grad want) {
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
     prepare_scratch(g, want.params, g.B);
-    LAMINA_PARALLEL_FOR
-    for (index_t b = 0; b < g.B; ++b) {
+    parallel_for(g.B, [&](index_t b) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
       Eigen::Map<const RowMatrix<T>> G(gp + b * g.out_image, o_.out_channels, g.P);
       auto dW = Eigen::Map<RowMatrix<T>>(sc.dW.data(), o_.out_channels, g.K);
@@ -512,7 +508,7 @@ class Conv2d {
         }
       }
       if (o_.bias && want.params) Eigen::Map<ColVector<T>>(sc.db.data(), o_.out_channels).noalias() += G.rowwise().sum();
-    }
+    });
     reduce_partial_sums(want);
   }
 
