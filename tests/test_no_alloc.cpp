@@ -135,6 +135,40 @@ TEST_CASE("the gradient all-reduce allocates nothing after construction", "[dist
         }) == 0);
 }
 
+TEST_CASE("gemm is Eigen's product bit for bit, and reuses its packing buffers", "[gemm][alloc]") {
+  using M = RowMatrix<float>;
+  Rng rng(4);
+  auto random = [&](index_t r, index_t c) {
+    M m(r, c);
+    for (index_t i = 0; i < m.size(); ++i) m.data()[i] = float(rng.uniform(-1.0, 1.0));
+    return m;
+  };
+  struct Case {
+    index_t rows, depth, cols;
+  };
+  // Large enough for heap packing buffers, a vector result, Eigen's tiny coefficient-based path.
+  for (const Case s : {Case{64, 400, 1600}, Case{33, 144, 500}, Case{1, 70, 90}, Case{3, 4, 5}}) {
+    CAPTURE(s.rows, s.depth, s.cols);
+    const M a = random(s.rows, s.depth), at = a.transpose(), b = random(s.depth, s.cols), bt = b.transpose();
+    const M c0 = random(s.rows, s.cols);
+    GemmSpace<float> space;
+    for (const bool add : {false, true}) {
+      CAPTURE(add);
+      M want = c0, want_t = c0, got = c0, got_t = c0;
+      const int threads = num_threads();
+      set_num_threads(1);  // Eigen's product on one thread, as inside lamina's parallel loops
+      if (add) want.noalias() += a * b, want_t.noalias() += at.transpose() * bt.transpose();
+      else want.noalias() = a * b, want_t.noalias() = at.transpose() * bt.transpose();
+      set_num_threads(threads);
+      gemm(got, a, b, space, add);
+      gemm(got_t, at.transpose(), bt.transpose(), space, add);  // column-major operands
+      CHECK(got == want);
+      CHECK(got_t == want_t);
+      CHECK(allocations_of([&] { gemm(got, a, b, space, add); }) == 0);
+    }
+  }
+}
+
 namespace {
 /// The E1 model (models/resnet.hpp: 3 stages of 2 BasicBlocks, 16/32/64 wide) on
 /// a batch of 28×28 images, trained by SGD with momentum as bench_e1 does.

@@ -4,17 +4,21 @@
 // `dst.noalias() = a * b` on large operands makes Eigen allocate its packing
 // buffers (the packed panels of a and b, Goto's blockA and blockB) on every
 // call: on the stack up to EIGEN_STACK_ALLOCATION_LIMIT (128 KiB), with
-// std::malloc above it. gemm() runs the same product, general_matrix_matrix_product
-// with the blocking sizes Eigen's product computes for one thread, so the same
-// bits, but takes the buffers from a GemmSpace kept by the caller (a module's
-// per-thread scratch), which grows to the largest product it has served and is
-// reused after: a steady-state training step packs into memory it already has.
+// std::malloc above it. gemm() runs the same general_matrix_matrix_product with
+// the blocking sizes Eigen computes for one thread (so the bits of Eigen's
+// single-threaded product), but takes the buffers from a GemmSpace kept by the
+// caller (a module's per-thread scratch), which grows to the largest product it
+// has served and is reused after: a steady-state training step packs into
+// memory it already has.
 //
 // For the products lamina runs inside its own parallel loops, where Eigen runs
 // one thread anyway (Eigen's threaded GEMM, parallelize_gemm, is not used).
 // Products small enough for Eigen's coefficient-based or matrix-vector path
 // (which need no packing) are handed to Eigen unchanged.
 #include "lamina/core/eigen_core.hpp"
+
+#include <cstddef>
+#include <type_traits>
 
 #include "lamina/core/aligned.hpp"
 #include "lamina/core/tensor.hpp"
@@ -49,8 +53,8 @@ class GemmSpace : public Eigen::internal::level3_blocking<T, T> {
 };
 
 /// dst = a·b, or dst += a·b when `add`: what `dst.noalias() = a * b` (or +=)
-/// computes, bit for bit, with the packing buffers in `space`. a and b are
-/// matrices with unit inner stride (maps, their transposes); one thread.
+/// computes on one thread, bit for bit, with the packing buffers in `space`.
+/// a and b are matrices with unit inner stride (maps, their transposes).
 template <class Dst, class Lhs, class Rhs, class T>
 void gemm(Dst&& dst, const Lhs& a, const Rhs& b, GemmSpace<T>& space, bool add = false) {
   namespace ei = Eigen::internal;
