@@ -1,23 +1,28 @@
-// Checks that pass format no message: the hot calls allocate nothing once their
-// buffers exist (core/error.hpp: messages are joined only on failure). Counts
-// every allocation through the global operator new of this test program.
+// Checks that pass format no message, and a warm training step or inference
+// batch allocates nothing: the hot calls allocate nothing once their buffers
+// exist (core/error.hpp: messages are joined only on failure). Counts every
+// allocation of this test program, on every thread: the global operator new,
+// and (glibc) the C allocator itself, which Eigen's aligned_malloc, libgomp
+// and the aligned operator new call directly.
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <new>
 
 #include "lamina/lamina.hpp"
 
 namespace {
-std::atomic<long> allocations{0};
-}
-// AddressSanitizer keeps its own allocator (a replaced operator new trips its
-// alloc-dealloc checks): the count runs in the other builds.
+std::atomic<long> news{0};     // global operator new calls
+std::atomic<long> mallocs{0};  // C allocator calls (operator new's included)
+}  // namespace
+// AddressSanitizer keeps its own allocator (a replaced operator new or malloc
+// trips its checks): the count runs in the other builds.
 #if !defined(__SANITIZE_ADDRESS__)
 #define LAMINA_COUNT_ALLOCATIONS 1
 void* operator new(std::size_t n) {
-  ++allocations;
+  ++news;
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
@@ -26,15 +31,57 @@ void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#if defined(__GLIBC__)
+#define LAMINA_COUNT_MALLOC 1
+// glibc's own entry points, which the replacements below forward to.
+extern "C" {
+void* __libc_malloc(std::size_t);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+void __libc_free(void*);
+void* malloc(std::size_t n) noexcept {
+  ++mallocs;
+  return __libc_malloc(n);
+}
+void* calloc(std::size_t k, std::size_t n) noexcept {
+  ++mallocs;
+  return __libc_calloc(k, n);
+}
+void* realloc(void* p, std::size_t n) noexcept {
+  ++mallocs;
+  return __libc_realloc(p, n);
+}
+void* memalign(std::size_t a, std::size_t n) noexcept {
+  ++mallocs;
+  return __libc_memalign(a, n);
+}
+void* aligned_alloc(std::size_t a, std::size_t n) noexcept { return memalign(a, n); }
+int posix_memalign(void** out, std::size_t a, std::size_t n) noexcept {
+  void* p = memalign(a, n);
+  if (p == nullptr) return ENOMEM;
+  *out = p;
+  return 0;
+}
+void free(void* p) noexcept { __libc_free(p); }
+}
+#endif
 #endif
 
 using namespace lamina;
 
+/// Allocations made by f(): C allocator calls (operator new's among them),
+/// or operator new calls where the C allocator is not counted.
 template <class F>
 long allocations_of(F&& f) {
-  const long before = allocations.load();
+#if defined(LAMINA_COUNT_MALLOC)
+  std::atomic<long>& count = mallocs;
+#else
+  std::atomic<long>& count = news;
+#endif
+  const long before = count.load();
   f();
-  return allocations.load() - before;
+  return count.load() - before;
 }
 
 TEST_CASE("passing checks allocate nothing", "[errors][alloc]") {
@@ -86,4 +133,95 @@ TEST_CASE("the gradient all-reduce allocates nothing after construction", "[dist
   CHECK(allocations_of([&] {
           for (int step = 0; step < 3; ++step) (void)sync(4.0, 0.5, 2.0);
         }) == 0);
+}
+
+TEST_CASE("gemm is Eigen's product bit for bit, and reuses its packing buffers", "[gemm][alloc]") {
+  using M = RowMatrix<float>;
+  Rng rng(4);
+  auto random = [&](index_t r, index_t c) {
+    M m(r, c);
+    for (index_t i = 0; i < m.size(); ++i) m.data()[i] = float(rng.uniform(-1.0, 1.0));
+    return m;
+  };
+  struct Case {
+    index_t rows, depth, cols;
+  };
+  // Large enough for heap packing buffers, a vector result, Eigen's tiny coefficient-based path.
+  for (const Case s : {Case{64, 400, 1600}, Case{33, 144, 500}, Case{1, 70, 90}, Case{3, 4, 5}}) {
+    CAPTURE(s.rows, s.depth, s.cols);
+    const M a = random(s.rows, s.depth), at = a.transpose(), b = random(s.depth, s.cols), bt = b.transpose();
+    const M c0 = random(s.rows, s.cols);
+    GemmSpace<float> space;
+    for (const bool add : {false, true}) {
+      CAPTURE(add);
+      M want = c0, want_t = c0, got = c0, got_t = c0;
+      const int threads = num_threads();
+      set_num_threads(1);  // Eigen's product on one thread, as inside lamina's parallel loops
+      if (add) want.noalias() += a * b, want_t.noalias() += at.transpose() * bt.transpose();
+      else want.noalias() = a * b, want_t.noalias() = at.transpose() * bt.transpose();
+      set_num_threads(threads);
+      gemm(got, a, b, space, add);
+      gemm(got_t, at.transpose(), bt.transpose(), space, add);  // column-major operands
+      CHECK(got == want);
+      CHECK(got_t == want_t);
+      CHECK(allocations_of([&] { gemm(got, a, b, space, add); }) == 0);
+    }
+  }
+}
+
+namespace {
+/// The E1 model (models/resnet.hpp: 3 stages of 2 BasicBlocks, 16/32/64 wide) on
+/// a batch of 28×28 images, trained by SGD with momentum as bench_e1 does.
+struct E1Step {
+  index_t batch;
+  Rng rng{3};
+  ResNet<float> net = make_resnet<float>({}, rng);
+  Tensor<float> x{Shape{batch, 1, 28, 28}, 0.25f}, y{Shape{batch, 10}}, dy{Shape{batch, 10}},
+      dx{Shape{batch, 1, 28, 28}};
+  std::vector<std::int32_t> labels = [this] {
+    std::vector<std::int32_t> l;
+    for (index_t i = 0; i < batch; ++i) l.push_back(std::int32_t(i % 10));
+    return l;
+  }();
+  SoftmaxCrossEntropy<float> loss;
+  optim::SGD<float> opt{net, optim::SgdOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 5e-4}};
+
+  explicit E1Step(index_t b) : batch(b) {
+    for (index_t i = 0; i < x.size(); ++i) x.data()[i] = float(i % 17) / 17.0f - 0.5f;
+  }
+  void step() {
+    net.forward(x.cview(), y.view());
+    (void)loss.forward(y.cview(), labels);
+    dy.zero();
+    loss.backward(dy.view());
+    dx.zero();
+    opt.zero_grad();
+    net.backward(dy.cview(), dx.view());
+    opt.step();
+  }
+  void infer() { net.infer(x.cview(), y.view()); }
+};
+}  // namespace
+
+// Batch 16 already reaches Eigen's heap-allocated packing buffers (the
+// chunked convolutions' GEMMs) and parallel loops of every size. One thread
+// too: libgomp allocates the team of a one-thread region on every entry.
+TEST_CASE("a warm E1 training step and inference batch allocate nothing", "[resnet][alloc]") {
+#if !defined(LAMINA_COUNT_ALLOCATIONS)
+  SUCCEED("allocation counting is off under AddressSanitizer");
+  return;
+#endif
+  E1Step e(16);
+  const int threads = num_threads();
+  for (int t : {threads, 1}) {
+    set_num_threads(t);
+    set_training(e.net, true);
+    for (int i = 0; i < 2; ++i) e.step();  // the first steps size every buffer
+    CAPTURE(t);
+    CHECK(allocations_of([&] { e.step(); }) == 0);
+    set_training(e.net, false);
+    e.infer();
+    CHECK(allocations_of([&] { e.infer(); }) == 0);
+  }
+  set_num_threads(threads);
 }

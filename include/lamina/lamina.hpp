@@ -4,6 +4,7 @@
 #include "lamina/core/cell.hpp"
 #include "lamina/core/channels.hpp"
 #include "lamina/core/eigen.hpp"
+#include "lamina/core/gemm.hpp"
 #include "lamina/core/rows.hpp"
 #include "lamina/core/stage_memory.hpp"
 #include "lamina/core/init.hpp"

@@ -57,9 +57,9 @@ void for_each_row_block(const ChannelGeometry& g, Fn&& fn, P*... streams) {
     return;
   }
   const index_t block = g.D * g.inner;
-  LAMINA_PARALLEL_FOR
-  for (index_t o = 0; o < g.outer; ++o)
+  parallel_for(g.outer, [&](index_t o) {
     fn(o * g.inner, thread_id(), detail::block_map<Eigen::ColMajor>(streams + o * block, g.inner, g.D)...);
+  });
 }
 
 /// Splits an element-wise pass over a stream into chunks that run in parallel
@@ -110,8 +110,7 @@ struct ChannelChunks {
   void each(ChunkFn&& chunk_fn) const {
     const index_t n = count();
     if (g.size() >= (index_t(1) << 16)) {
-      LAMINA_PARALLEL_FOR
-      for (index_t k = 0; k < n; ++k) chunk_fn(k);
+      parallel_for(n, [&](index_t k) { chunk_fn(k); });
     } else {
       for (index_t k = 0; k < n; ++k) chunk_fn(k);
     }

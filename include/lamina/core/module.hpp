@@ -212,14 +212,12 @@ inline void require_forward(bool done, std::string_view module) {
 /// threaded for large n).
 template <class T>
 void axpy(T* a, const T* b, index_t n, T scale = T(1)) noexcept {
-  LAMINA_PARALLEL_FOR_LARGE(n)
-  for (index_t i = 0; i < n; ++i) a[i] += scale * b[i];
+  for_each_large(n, [=](index_t i) { a[i] += scale * b[i]; });
 }
 /// v[0..n) = 0, threaded for large n.
 template <class T>
 void fill_zero(T* v, index_t n) noexcept {
-  LAMINA_PARALLEL_FOR_LARGE(n)
-  for (index_t i = 0; i < n; ++i) v[i] = T(0);
+  for_each_large(n, [=](index_t i) { v[i] = T(0); });
 }
 
 }  // namespace lamina

@@ -44,8 +44,7 @@ class ReLU {
     const T* xp = x.data();
     T* yp = y.data();
     const index_t n = x.size();
-    LAMINA_PARALLEL_FOR_LARGE(n)
-    for (index_t i = 0; i < n; ++i) yp[i] = xp[i] < T(0) ? T(0) : xp[i];
+    for_each_large(n, [=](index_t i) { yp[i] = xp[i] < T(0) ? T(0) : xp[i]; });
   }
   void backward(const Cache& c, ConstView<T> dy, View<T> dx, Grad g = {}) {
     require_forward(c.x.data() != nullptr, "ReLU");
@@ -56,8 +55,7 @@ class ReLU {
     const T* gp = dy.data();
     T* dxp = dx.data();
     const index_t n = dy.size();
-    LAMINA_PARALLEL_FOR_LARGE(n)
-    for (index_t i = 0; i < n; ++i) dxp[i] += xp[i] > T(0) ? gp[i] : T(0);
+    for_each_large(n, [=](index_t i) { dxp[i] += xp[i] > T(0) ? gp[i] : T(0); });
   }
   void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
   void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }

@@ -153,8 +153,7 @@ class BatchNorm2d {
     const auto bn_sums = kernels::table<T>().bn_sums;
     sums_.resize(std::size_t(2 * pl.count()));
     double* s = sums_.data();
-    LAMINA_PARALLEL_FOR
-    for (index_t q = 0; q < pl.count(); ++q) bn_sums(x + q * pl.HW, pl.HW, x[pl.channel(q) * pl.HW], s + 2 * q);
+    parallel_for(pl.count(), [&](index_t q) { bn_sums(x + q * pl.HW, pl.HW, x[pl.channel(q) * pl.HW], s + 2 * q); });
     const double n = double(pl.B * pl.HW);
     for (index_t c = 0; c < C_; ++c) {
       double s1 = 0, s2 = 0;
@@ -176,11 +175,10 @@ class BatchNorm2d {
   void apply(const T* x, const T* r, T* y, const Planes& pl, const T* mean, const T* inv) const {
     const auto bn_apply = kernels::table<T>().bn_apply;
     const bool relu = relu_;
-    LAMINA_PARALLEL_FOR
-    for (index_t q = 0; q < pl.count(); ++q) {
+    parallel_for(pl.count(), [&](index_t q) {
       const index_t c = pl.channel(q), off = q * pl.HW;
       bn_apply(x + off, r ? r + off : nullptr, y + off, pl.HW, mean[c], gamma_[c] * inv[c], beta_[c], relu);
-    }
+    });
   }
 
   void run_infer(ConstView<T> x, const T* r, View<T> y) {
@@ -205,11 +203,10 @@ class BatchNorm2d {
             *inv = cache.inv.data();
     sums_.resize(std::size_t(2 * pl.count()));
     double* sp = sums_.data();
-    LAMINA_PARALLEL_FOR
-    for (index_t q = 0; q < pl.count(); ++q) {
+    parallel_for(pl.count(), [&](index_t q) {
       const index_t c = pl.channel(q), off = q * pl.HW;
       k.bn_grad_sums(xp + off, yp ? yp + off : nullptr, gp + off, pl.HW, mean[c], inv[c], sp + 2 * q);
-    }
+    });
     coef_.resize(std::size_t(C_));
     const double n = double(pl.B * pl.HW);
     for (index_t c = 0; c < C_; ++c) {
@@ -228,12 +225,11 @@ class BatchNorm2d {
     if (!g.input) return;
     T* dxp = dx.data();
     const kernels::BnGrad<T>* cf = coef_.data();
-    LAMINA_PARALLEL_FOR
-    for (index_t q = 0; q < pl.count(); ++q) {
+    parallel_for(pl.count(), [&](index_t q) {
       const index_t off = q * pl.HW;
       k.bn_backward(xp + off, yp ? yp + off : nullptr, gp + off, dxp + off, dr ? dr + off : nullptr, pl.HW,
                     cf[pl.channel(q)]);
-    }
+    });
   }
 
   index_t C_;

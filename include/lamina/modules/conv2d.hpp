@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "lamina/core/eigen.hpp"
+#include "lamina/core/gemm.hpp"
 #include "lamina/core/init.hpp"
 #include "lamina/core/module.hpp"
 #include "lamina/core/parallel.hpp"
@@ -356,19 +357,18 @@ class Conv2d {
     const T* xp = x.data();
     T* yp = y.data();
     const index_t O = o_.out_channels, P = g.P, Pq = L.Pq(), Wq = L.Wq, Wo = g.Wo;
-    LAMINA_PARALLEL_FOR
-    for (index_t c = 0; c < n; ++c) {
+    parallel_for(n, [&](index_t c) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
       const index_t b0 = g.B * c / n, nb = g.B * (c + 1) / n - b0, N = nb * Pq;
       for (index_t j = 0; j < nb; ++j) chunk_im2col(g, L, xp + (b0 + j) * g.in_image, sc, j * Pq, N);
       const Eigen::Map<const RowMatrix<T>> col(sc.col.data(), g.K, N);
       T* yc = yp + b0 * g.out_image;
       if (nb == 1 && Wq == Wo) {  // [O, P] is the image's output itself
-        Eigen::Map<RowMatrix<T>>(yc, O, P).noalias() = Wm * col;
+        gemm(Eigen::Map<RowMatrix<T>>(yc, O, P), Wm, col, sc.pack);
         if (o_.bias) Eigen::Map<RowMatrix<T>>(yc, O, P).colwise() += as_vector(b_.cview());
-        continue;
+        return;
       }
-      Eigen::Map<RowMatrix<T>>(sc.out.data(), O, N).noalias() = Wm * col;
+      gemm(Eigen::Map<RowMatrix<T>>(sc.out.data(), O, N), Wm, col, sc.pack);
       // Scatter [O, nb·Ho·Wq] into [nb][O][Ho][Wo], dropping the columns past Wo, adding the bias.
       const T* bias = o_.bias ? b_.data() : nullptr;
       for (index_t j = 0; j < nb; ++j)
@@ -380,7 +380,7 @@ class Conv2d {
             for (index_t q = 0; q < Wo; ++q) dst[q] = src[q] + bo;
           }
         }
-    }
+    });
   }
 
   /// {.input = false} skips the data gradient (its GEMM and col2im);
@@ -402,8 +402,7 @@ class Conv2d {
     const T* gp = dy.data();
     T* dxp = dx.data();
     const index_t O = o_.out_channels, P = g.P, Pq = L.Pq(), Wq = L.Wq, Wo = g.Wo;
-    LAMINA_PARALLEL_FOR
-    for (index_t ci = 0; ci < n; ++ci) {
+    parallel_for(n, [&](index_t ci) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
       const index_t b0 = g.B * ci / n, nb = g.B * (ci + 1) / n - b0, N = nb * Pq;
       const T* gc = gp + b0 * g.out_image;
@@ -421,11 +420,11 @@ class Conv2d {
       Eigen::Map<RowMatrix<T>> col(sc.col.data(), g.K, N);
       if (want.params) {
         for (index_t j = 0; j < nb; ++j) chunk_im2col(g, L, xp + (b0 + j) * g.in_image, sc, j * Pq, N);
-        Eigen::Map<RowMatrix<T>>(sc.dW.data(), O, g.K).noalias() += G * col.transpose();
+        gemm(Eigen::Map<RowMatrix<T>>(sc.dW.data(), O, g.K), G, col.transpose(), sc.pack, true);
         if (o_.bias) Eigen::Map<ColVector<T>>(sc.db.data(), O).noalias() += G.rowwise().sum();
       }
       if (want.input) {
-        col.noalias() = Wm.transpose() * G;  // col now holds dcol (zero in the columns past Wo)
+        gemm(col, Wm.transpose(), G, sc.pack);  // col now holds dcol (zero in the columns past Wo)
         for (index_t j = 0; j < nb; ++j) {
           T* dxb = dxp + (b0 + j) * g.in_image;
           if (gathers_directly()) {
@@ -438,7 +437,7 @@ class Conv2d {
           else detail::phase_merge_add(sc.dplanes.data(), L, dxb);
         }
       }
-    }
+    });
     reduce_partial_sums(want);
   }
 
@@ -458,6 +457,7 @@ class Conv2d {
   struct Scratch {
     aligned_vector<T> col, out, dW, db;  ///< out: a chunk's y (forward) or gathered dy (backward)
     aligned_vector<T> planes, dplanes;   ///< one image's phase planes (detail::PhaseLayout) and their gradient
+    GemmSpace<T> pack;                   ///< the GEMMs' packing buffers (core/gemm.hpp)
     bool used = false;
   };
 
@@ -465,52 +465,50 @@ class Conv2d {
   void infer_per_image(const Geometry& g, const T* xp, T* yp) {
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
     prepare_scratch(g, false, g.B);
-    LAMINA_PARALLEL_FOR
-    for (index_t b = 0; b < g.B; ++b) {
+    parallel_for(g.B, [&](index_t b) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
       if (is_pointwise()) {  // 1×1, stride 1, no padding: col_b is x_b itself
         Eigen::Map<const RowMatrix<T>> col(xp + b * g.in_image, g.K, g.P);
-        Eigen::Map<RowMatrix<T>>(yp + b * g.out_image, o_.out_channels, g.P).noalias() = Wm * col;
+        gemm(Eigen::Map<RowMatrix<T>>(yp + b * g.out_image, o_.out_channels, g.P), Wm, col, sc.pack);
       } else {
         detail::im2col(xp + b * g.in_image, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
                        o_.padding, g.Ho, g.Wo, sc.col.data());
-        Eigen::Map<RowMatrix<T>>(yp + b * g.out_image, o_.out_channels, g.P).noalias() =
-            Wm * Eigen::Map<const RowMatrix<T>>(sc.col.data(), g.K, g.P);
+        gemm(Eigen::Map<RowMatrix<T>>(yp + b * g.out_image, o_.out_channels, g.P), Wm,
+             Eigen::Map<const RowMatrix<T>>(sc.col.data(), g.K, g.P), sc.pack);
       }
       if (o_.bias) {
         Eigen::Map<RowMatrix<T>> yb(yp + b * g.out_image, o_.out_channels, g.P);
         yb.colwise() += as_vector(b_.cview());
       }
-    }
+    });
   }
 
   void backward_per_image(const Geometry& g, const T* xp, const T* gp, T* dxp, Grad want) {
     const auto Wm = as_matrix(W_.cview(), o_.out_channels, g.K);
     prepare_scratch(g, want.params, g.B);
-    LAMINA_PARALLEL_FOR
-    for (index_t b = 0; b < g.B; ++b) {
+    parallel_for(g.B, [&](index_t b) {
       Scratch& sc = scratch_[static_cast<std::size_t>(thread_id())];
       Eigen::Map<const RowMatrix<T>> G(gp + b * g.out_image, o_.out_channels, g.P);
       auto dW = Eigen::Map<RowMatrix<T>>(sc.dW.data(), o_.out_channels, g.K);
       if (is_pointwise()) {
         Eigen::Map<const RowMatrix<T>> col(xp + b * g.in_image, g.K, g.P);
-        if (want.params) dW.noalias() += G * col.transpose();
-        if (want.input) Eigen::Map<RowMatrix<T>>(dxp + b * g.in_image, g.K, g.P).noalias() += Wm.transpose() * G;
+        if (want.params) gemm(dW, G, col.transpose(), sc.pack, true);
+        if (want.input) gemm(Eigen::Map<RowMatrix<T>>(dxp + b * g.in_image, g.K, g.P), Wm.transpose(), G, sc.pack, true);
       } else {
         Eigen::Map<RowMatrix<T>> col(sc.col.data(), g.K, g.P);
         if (want.params) {
           detail::im2col(xp + b * g.in_image, o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
                          o_.padding, g.Ho, g.Wo, sc.col.data());
-          dW.noalias() += G * col.transpose();
+          gemm(dW, G, col.transpose(), sc.pack, true);
         }
         if (want.input) {
-          col.noalias() = Wm.transpose() * G;  // col now holds dcol
+          gemm(col, Wm.transpose(), G, sc.pack);  // col now holds dcol
           detail::col2im_add(sc.col.data(), o_.in_channels, g.H, g.W, o_.kernel_h, o_.kernel_w, o_.stride,
                              o_.padding, g.Ho, g.Wo, dxp + b * g.in_image);
         }
       }
       if (o_.bias && want.params) Eigen::Map<ColVector<T>>(sc.db.data(), o_.out_channels).noalias() += G.rowwise().sum();
-    }
+    });
     reduce_partial_sums(want);
   }
 

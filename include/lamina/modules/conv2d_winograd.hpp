@@ -194,8 +194,7 @@ class Winograd3x3 {
   void apply(const T* src, index_t Cs, index_t Cd, T* dst, const T* bias, bool accumulate) {
     const kernels::KernelTable<T>& k = kernels::table<T>();
     const index_t plane = p_.H * p_.W, es = p_.es, Mp = round_up(Cd, kernels::winograd_mr);
-    LAMINA_PARALLEL_FOR
-    for (index_t ch = 0; ch < p_.chunks; ++ch) {
+    parallel_for(p_.chunks, [&](index_t ch) {
       Scratch& s = scratch_[static_cast<std::size_t>(thread_id())];
       const index_t b0 = ch * p_.nimg, nb = std::min(p_.nimg, p_.B - b0);
       transform_input(src, Cs, b0, nb, s);
@@ -208,7 +207,7 @@ class Winograd3x3 {
           k.winograd_output(s.M.data() + c * p_.ld + i * p_.Q, es, p_.Q, s.Y.data(), p_.ps);
           from_polyphase(s.Y.data(), dst + ((b0 + i) * Cd + c) * plane, bias ? bias[c] : T(0), accumulate);
         }
-    }
+    });
   }
 
   Plan p_;
@@ -222,8 +221,7 @@ void Winograd3x3<T>::backward_weight(const T* x, const T* dy, T* dw) {
   const index_t plane = p_.H * p_.W, es = p_.es, ld = p_.ld;
   const index_t Ci4 = round_up(p_.Cin, 4), Co4 = round_up(p_.Cout, 4), us = Co4 * Ci4;
   for (Scratch& s : scratch_) std::fill(s.dU.begin(), s.dU.end(), T(0));
-  LAMINA_PARALLEL_FOR
-  for (index_t ch = 0; ch < p_.chunks; ++ch) {
+  parallel_for(p_.chunks, [&](index_t ch) {
     Scratch& s = scratch_[static_cast<std::size_t>(thread_id())];
     const index_t b0 = ch * p_.nimg, nb = std::min(p_.nimg, p_.B - b0), n = nb * p_.Q;
     const index_t N = round_up(n, k.winograd_nr);
@@ -245,7 +243,7 @@ void Winograd3x3<T>::backward_weight(const T* x, const T* dy, T* dw) {
       }
       k.winograd_gemm_nt(s.D.data() + e * es, s.V.data() + e * es, s.dU.data() + e * us, Co4, Ci4, N, ld);
     }
-  }
+  });
   // Per-thread sums reduced in a fixed order (deterministic for a thread count).
   Scratch& s0 = scratch_.front();
   for (std::size_t t = 1; t < scratch_.size(); ++t)
