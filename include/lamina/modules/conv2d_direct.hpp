@@ -14,8 +14,9 @@
 // computed and dropped (forward, dx) or given zero gradient (dW).
 // The data gradient is, per phase (a, b) of dx (rows s·m + a, columns s·n + b),
 // a stride-1 convolution of dy padded by one (laid out as the phases, pitch
-// nI·(Wo + 2)) with the taps (u, v) that reach it; the weight gradient sums
-// dy (on the forward grid) times the input phases' runs over the grid.
+// nI·(Wo + 2)) with the taps (u, v) that reach it; the weight gradient is the
+// product of the input phases' runs with dyᵀ laid out on the forward grid
+// (zero in the dropped columns), reduced over the grid.
 // Chunks run in parallel, each thread on its own scratch (kept between calls).
 #include <algorithm>
 #include <array>
@@ -86,9 +87,9 @@ class Conv3x3Direct {
     aligned_vector<T> D, outd;            ///< padded dy; a dx phase's grid output
     bool ready = false;
   };
-  /// The dx phase (a, b): its taps' offsets in the padded dy and weights.
+  /// A dx phase (rows s·m + a, columns s·n + b): its rows, its taps and their offsets in the padded dy.
   struct Phase {
-    index_t a = 0, b = 0, rows = 0, cols = 0;
+    index_t rows = 0;
     std::vector<index_t> off;
     std::vector<std::array<int, 2>> taps;  ///< (u, v) per tap
   };
@@ -105,7 +106,7 @@ class Conv3x3Direct {
     phases_.clear();
     for (index_t a = 0; a < s; ++a)
       for (index_t b = 0; b < s; ++b) {
-        Phase ph{.a = a, .b = b, .rows = (p_.H - a + s - 1) / s, .cols = (p_.W - b + s - 1) / s, .off = {}, .taps = {}};
+        Phase ph{.rows = (p_.H - a + s - 1) / s, .off = {}, .taps = {}};
         for (int u = 0; u < 3; ++u)
           for (int v = 0; v < 3; ++v)
             if ((a + 1 - u + s) % s == 0 && (b + 1 - v + s) % s == 0) ph.taps.push_back({u, v});
