@@ -159,7 +159,7 @@ TEMPLATE_TEST_CASE("direct conv kernels match their references on every tail", "
           CHECK(std::abs(double(c1[std::size_t(i)]) - double(c2[std::size_t(i)])) <= tol<T> * 4 * double(K));
       }
   for (index_t M : {k::conv_mr, 2 * k::conv_mr})
-    for (index_t N : {L, kt.conv_nr, 3 * L})
+    for (index_t N : {L, 2 * L, kt.conv_nr, kt.conv_nr + 2 * L})
       for (index_t Q : {index_t(1), index_t(7), 5 * L + 3}) {
         INFO("tn M " << M << " N " << N << " Q " << Q);
         const index_t ldb = N + 1, ldc = N + 2;

@@ -14,7 +14,7 @@ namespace lamina::kernels {
 inline namespace LAMINA_KERNELS_ISA_NS {
 
 inline constexpr index_t conv_mr = 8;  ///< rows (broadcast weights) of a conv_gemm block
-inline constexpr index_t conv_nv = 2;  ///< vectors of a conv_gemm block
+inline constexpr index_t conv_nv = 3;  ///< vectors of a conv_gemm block
 
 namespace ref {
 /// C[m·ldc + j] = Σ_k A[k·M + m] · src[off[k] + j] for m < M, j < N.
@@ -118,24 +118,24 @@ void conv_block(const T* A, const T* src, const index_t* off, T* C, index_t M, i
   V acc[conv_mr][conv_nv];
 #pragma GCC unroll 8
   for (index_t i = 0; i < conv_mr; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (index_t v = 0; v < conv_nv; ++v) acc[i][v] = V(T(0));
   for (index_t k = 0; k < K; ++k) {
     const T* b = src + off[k] + j;
     V bv[conv_nv];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (index_t v = 0; v < conv_nv; ++v) bv[v] = V::load_unaligned(b + v * L);
     const T* a = A + k * M;
 #pragma GCC unroll 8
     for (index_t i = 0; i < conv_mr; ++i) {
       const V ai(a[i]);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (index_t v = 0; v < conv_nv; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
     }
   }
 #pragma GCC unroll 8
   for (index_t i = 0; i < conv_mr; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (index_t v = 0; v < conv_nv; ++v) acc[i][v].store_unaligned(C + i * ldc + j + v * L);
 }
 
@@ -149,24 +149,24 @@ void conv_block_tn(const T* src, const index_t* off, const T* B, index_t ldb, T*
 #pragma GCC unroll 8
   for (index_t i = 0; i < conv_mr; ++i) {
     a[i] = src + off[i];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (index_t v = 0; v < NV; ++v) acc[i][v] = V(T(0));
   }
   for (index_t q = 0; q < Q; ++q) {
     const T* b = B + q * ldb + j;
     V bv[NV];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (index_t v = 0; v < NV; ++v) bv[v] = V::load_unaligned(b + v * L);
 #pragma GCC unroll 8
     for (index_t i = 0; i < conv_mr; ++i) {
       const V ai(a[i][q]);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (index_t v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
     }
   }
 #pragma GCC unroll 8
   for (index_t i = 0; i < conv_mr; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (index_t v = 0; v < NV; ++v) {
       T* c = C + i * ldc + j + v * L;
       (acc[i][v] + V::load_unaligned(c)).store_unaligned(c);
@@ -244,11 +244,11 @@ template <class Arch = default_arch, class T>
 void conv_gemm_tn(const T* src, const index_t* off, const T* B, index_t ldb, T* C, index_t M, index_t N, index_t Q,
                   index_t ldc) {
   constexpr index_t L = index_t(batch<T, Arch>::size), NR = conv_nv * L;
-  static_assert(conv_nv == 2);
   for (index_t m = 0; m < M; m += conv_mr) {
     index_t j = 0;
     for (; j + NR <= N; j += NR) detail::conv_block_tn<Arch, conv_nv>(src, off + m, B, ldb, C + m * ldc, Q, j, ldc);
-    if (j < N) detail::conv_block_tn<Arch, 1>(src, off + m, B, ldb, C + m * ldc, Q, j, ldc);
+    for (; j + 2 * L <= N; j += 2 * L) detail::conv_block_tn<Arch, 2>(src, off + m, B, ldb, C + m * ldc, Q, j, ldc);
+    for (; j < N; j += L) detail::conv_block_tn<Arch, 1>(src, off + m, B, ldb, C + m * ldc, Q, j, ldc);
   }
 }
 
