@@ -9,6 +9,7 @@
 #include <span>
 
 #include "lamina/kernels/batchnorm.hpp"
+#include "lamina/kernels/conv3x3_direct.hpp"
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
@@ -49,6 +50,14 @@ struct KernelTable {
   void (*winograd_output_grad)(const T* G, index_t ps, index_t n, T* D, index_t es);
   void (*winograd_gemm)(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ldb, index_t ldc);
   void (*winograd_gemm_nt)(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ld);
+  // The direct 3×3 convolution's products (conv3x3_direct.hpp).
+  index_t conv_nr;  ///< column block of conv_gemm (conv_nv vectors)
+  void (*conv_gemm)(const T* A, const T* src, const index_t* off, T* C, index_t M, index_t N, index_t K, index_t ldc);
+  void (*conv_gemm_tn)(const T* src, const index_t* off, const T* B, index_t ldb, T* C, index_t M, index_t N,
+                       index_t Q, index_t ldc);
+  void (*conv_split2)(const T* in, index_t ldi, index_t R, index_t n, T* even, T* odd, index_t ldo);
+  void (*conv_copy_rows)(const T* src, index_t lds, index_t R, index_t n, T* dst, index_t ldd, T b);
+  void (*conv_merge2_add)(const T* even, const T* odd, index_t lds, index_t R, index_t n, T* dst, index_t ldd);
   // BatchNorm over one (b, c) plane (batchnorm.hpp).
   void (*bn_sums)(const T* x, index_t n, T K, double* s);
   void (*bn_apply)(const T* x, const T* r, T* y, index_t n, T m, T a, T b, bool relu);
@@ -92,6 +101,12 @@ KernelTable<T> make_table() {
           &winograd_output_grad<Arch, T>,
           &winograd_gemm<Arch, T>,
           &winograd_gemm_nt<Arch, T>,
+          conv_nv * lanes<T, Arch>,
+          &conv_gemm<Arch, T>,
+          &conv_gemm_tn<Arch, T>,
+          &conv_split2<Arch, T>,
+          &conv_copy_rows<Arch, T>,
+          &conv_merge2_add<Arch, T>,
           &bn_sums<Arch, T>,
           &bn_apply<Arch, T>,
           &bn_grad_sums<Arch, T>,

@@ -21,9 +21,11 @@
 // Conv2dAlgorithm::im2col_per_image keeps the plain per-image loop (no
 // phases, gather or scatter), the reference twin of the chunked code.
 //
-// 3×3 kernels with stride 1 and padding 1 take the Winograd F(2×2, 3×3) path
-// instead (modules/conv2d_winograd.hpp), unless Conv2dOptions::algorithm asks
-// for im2col; the other shapes always take im2col.
+// 3×3 kernels with padding 1 take other paths unless Conv2dOptions::algorithm
+// asks for im2col: stride 2, and stride 1 on one input channel (the stem), the
+// direct implicit GEMM (modules/conv2d_direct.hpp; the stem's data gradient
+// goes through Winograd); stride 1 on more channels, the Winograd F(2×2, 3×3)
+// path (modules/conv2d_winograd.hpp). The other shapes always take im2col.
 #include "lamina/core/eigen_core.hpp"
 #include <algorithm>
 #include <string>
@@ -34,16 +36,18 @@
 #include "lamina/core/init.hpp"
 #include "lamina/core/module.hpp"
 #include "lamina/core/parallel.hpp"
+#include "lamina/modules/conv2d_direct.hpp"
 #include "lamina/modules/conv2d_winograd.hpp"
 
 namespace lamina {
 
-/// How Conv2d computes: `automatic` takes Winograd where it applies (3×3,
-/// stride 1, padding 1) and im2col elsewhere; the others force one (tests and
-/// benchmarks); `winograd` on another shape is rejected. `im2col_per_image` is
-/// the plain one-GEMM-per-image im2col, the reference the chunked im2col is
-/// tested and benchmarked against.
-enum class Conv2dAlgorithm { automatic, im2col, winograd, im2col_per_image };
+/// How Conv2d computes: `automatic` takes the direct path on 3×3, padding 1,
+/// stride 2 or one input channel, Winograd on the other 3×3, stride 1,
+/// padding 1 convolutions and im2col elsewhere; the others force one (tests
+/// and benchmarks); `winograd` or `direct` on another shape is rejected.
+/// `im2col_per_image` is the plain one-GEMM-per-image im2col, the reference
+/// the chunked im2col is tested and benchmarked against.
+enum class Conv2dAlgorithm { automatic, im2col, winograd, im2col_per_image, direct };
 
 struct Conv2dOptions {
   index_t in_channels = 1, out_channels = 1;
@@ -301,6 +305,9 @@ class Conv2d {
     require(o.algorithm != Conv2dAlgorithm::winograd || winograd_shape(), "Conv2d", "algorithm",
             "winograd only for 3x3 kernels, stride 1, padding 1",
             detail::text(o.kernel_h, "x", o.kernel_w, " stride ", o.stride, " padding ", o.padding));
+    require(o.algorithm != Conv2dAlgorithm::direct || direct_shape(), "Conv2d", "algorithm",
+            "direct only for 3x3 kernels, stride 1 or 2, padding 1",
+            detail::text(o.kernel_h, "x", o.kernel_w, " stride ", o.stride, " padding ", o.padding));
     const Shape ws{o.out_channels, o.in_channels, o.kernel_h, o.kernel_w};
     W_ = Tensor<T>(ws);
     dW_ = Tensor<T>(ws);
@@ -344,6 +351,11 @@ class Conv2d {
     const Shape ys = output_shape(x.shape());
     require_shape(y, ys, "Conv2d", "y");
     const Geometry g = geometry(x.shape(), ys);
+    if (uses_direct()) {
+      direct_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W, o_.stride);
+      direct_.forward(W_.data(), o_.bias ? b_.data() : nullptr, x.data(), y.data());
+      return;
+    }
     if (uses_winograd()) {
       wino_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
       wino_.forward(W_.data(), o_.bias ? b_.data() : nullptr, x.data(), y.data());
@@ -392,6 +404,7 @@ class Conv2d {
     require_input_grad(dx, c.x.shape(), want, "Conv2d");
     if (!want.input && !want.params) return;
     const Geometry g = geometry(c.x.shape(), ys);
+    if (uses_direct()) return backward_direct(g, c.x.data(), dy.data(), dx.data(), want);
     if (uses_winograd()) return backward_winograd(g, c.x.data(), dy.data(), dx.data(), want);
     if (!chunked()) return backward_per_image(g, c.x.data(), dy.data(), dx.data(), want);
     const detail::PhaseLayout L = layout(g);
@@ -526,8 +539,33 @@ class Conv2d {
     return o_.kernel_h == 3 && o_.kernel_w == 3 && o_.stride == 1 && o_.padding == 1;
   }
   bool uses_winograd() const noexcept {
-    return winograd_shape() && o_.algorithm != Conv2dAlgorithm::im2col &&
+    return winograd_shape() && !uses_direct() && o_.algorithm != Conv2dAlgorithm::im2col &&
            o_.algorithm != Conv2dAlgorithm::im2col_per_image;
+  }
+  bool direct_shape() const noexcept {
+    return o_.kernel_h == 3 && o_.kernel_w == 3 && o_.padding == 1 && (o_.stride == 1 || o_.stride == 2);
+  }
+  bool uses_direct() const noexcept {
+    if (o_.algorithm == Conv2dAlgorithm::direct) return true;
+    return o_.algorithm == Conv2dAlgorithm::automatic && direct_shape() && (o_.stride == 2 || o_.in_channels == 1);
+  }
+  /// The stem (stride 1, one input channel) takes its data gradient through
+  /// Winograd: the direct dx GEMM would pad its one row to conv_mr.
+  void backward_direct(const Geometry& g, const T* x, const T* dy, T* dx, Grad want) {
+    if (want.input && o_.stride == 1 && o_.in_channels < kernels::conv_mr) {
+      wino_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
+      wino_.backward_input(W_.data(), dy, dx);
+    } else if (want.input) {
+      direct_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W, o_.stride);
+      direct_.backward_input(W_.data(), dy, dx);
+    }
+    if (!want.params) return;
+    direct_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W, o_.stride);
+    direct_.backward_weight(x, dy, dW_.data());
+    if (!o_.bias) return;
+    auto db = as_vector(db_.view());
+    for (index_t b = 0; b < g.B; ++b)
+      db.noalias() += Eigen::Map<const RowMatrix<T>>(dy + b * g.out_image, o_.out_channels, g.P).rowwise().sum();
   }
   /// The chunked im2col (not the per-image reference; a 1×1 stride-1 unpadded
   /// conv needs no im2col and stays per image).
@@ -596,6 +634,7 @@ class Conv2d {
   Tensor<T> W_, dW_, b_, db_;
   std::vector<Scratch> scratch_;
   detail::Winograd3x3<T> wino_;
+  detail::Conv3x3Direct<T> direct_;
   Cache cache_;
 };
 
