@@ -164,8 +164,7 @@ void Conv3x3Direct<T>::forward(const T* w, const T* bias, const T* x, T* y) {
   const kernels::KernelTable<T>& k = kernels::table<T>();
   pack_forward(w);
   const index_t O = p_.O, P = p_.Ho * p_.Wo;
-  LAMINA_PARALLEL_FOR
-  for (index_t ch = 0; ch < p_.chunks; ++ch) {
+  parallel_for(p_.chunks, [&](index_t ch) {
     Scratch& sc = scratch();
     fit(sc.planes, p_.s * p_.s * p_.C * p_.PL);
     fit(sc.out, p_.Mo * p_.N);
@@ -178,7 +177,7 @@ void Conv3x3Direct<T>::forward(const T* w, const T* bias, const T* x, T* y) {
         T* dst = y + ((b0 + g) * O + o) * P;
         k.conv_copy_rows(sc.out.data() + o * p_.N + g * p_.Wq, p_.pitch, p_.Ho, p_.Wo, dst, p_.Wo, bo);
       }
-  }
+  });
 }
 
 template <class T>
@@ -186,8 +185,7 @@ void Conv3x3Direct<T>::backward_weight(const T* x, const T* dy, T* dw) {
   const kernels::KernelTable<T>& k = kernels::table<T>();
   const index_t O = p_.O, P = p_.Ho * p_.Wo, K = 9 * p_.C, Ow = p_.Ow;
   for (Scratch& sc : scratch_) sc.dW.assign(static_cast<std::size_t>(p_.Kp * Ow), T(0));
-  LAMINA_PARALLEL_FOR
-  for (index_t ch = 0; ch < p_.chunks; ++ch) {
+  parallel_for(p_.chunks, [&](index_t ch) {
     Scratch& sc = scratch();
     fit(sc.planes, p_.s * p_.s * p_.C * p_.PL);
     fit(sc.G, p_.N * Ow);
@@ -203,7 +201,7 @@ void Conv3x3Direct<T>::backward_weight(const T* x, const T* dy, T* dw) {
           for (index_t j = 0; j < p_.Wo; ++j) dst[(i * p_.pitch + j) * Ow] = src[i * p_.Wo + j];
       }
     k.conv_gemm_tn(sc.planes.data(), koff_.data(), sc.G.data(), Ow, sc.dW.data(), p_.Kp, Ow, p_.N, Ow);
-  }
+  });
   // Per-thread sums reduced in a fixed order (deterministic for a thread count).
   for (const Scratch& sc : scratch_)
     for (index_t o = 0; o < O; ++o)
@@ -226,8 +224,7 @@ void Conv3x3Direct<T>::backward_input(const T* w, const T* dy, T* dx) {
           Ad_[f][static_cast<std::size_t>((o * nt + t) * Mc + c)] = w[((o * C + c) * 3 + u) * 3 + v];
         }
   }
-  LAMINA_PARALLEL_FOR
-  for (index_t ch = 0; ch < p_.chunks; ++ch) {
+  parallel_for(p_.chunks, [&](index_t ch) {
     Scratch& sc = scratch();
     fit(sc.D, O * p_.PLd);
     fit(sc.outd, s * Mc * p_.Nd);
@@ -257,7 +254,7 @@ void Conv3x3Direct<T>::backward_input(const T* w, const T* dy, T* dx) {
             for (index_t j = 0; j < p_.W; ++j) dst[m * p_.W + j] += src[m * p_.pitch_d + j];
         }
     }
-  }
+  });
 }
 
 }  // namespace lamina::detail
