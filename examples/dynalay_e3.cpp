@@ -36,6 +36,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "common/claims.hpp"
@@ -66,6 +67,7 @@ struct Config {
   std::filesystem::path out;
   bool train_only, no_train, fresh, solver_figures;
   long figures_seed = 1;  ///< --solver-figures: the static run whose cells are measured
+  long anderson_m = 5;    ///< Anderson's memory (spec default 5)
 };
 
 bool is_dynalay(const std::string& v) { return v.rfind("dynalay-", 0) == 0; }
@@ -73,7 +75,8 @@ double lambda_of(const std::string& v) { return std::stod(v.substr(8)); }
 
 dl::Config model_config(const Config& c) {
   dl::Config m{.in = pixels, .width = c.width, .classes = 10, .K = c.K, .S = c.S, .hidden = c.hidden};
-  m.fpi.forward = {.method = fpi::Method::anderson, .tol = c.tol, .max_iter = c.max_iter};
+  m.fpi.forward = {.method = fpi::Method::anderson, .tol = c.tol, .max_iter = c.max_iter, .m = c.anderson_m};
+  m.fpi.backward.solver.m = c.anderson_m;
   return m;
 }
 
@@ -136,7 +139,8 @@ cxxopts::Options make_cli() {
     ("solver-figures", "solver and backward figures on the trained static cells of --out (the same "
                        "settings; --timing-rounds rounds, at --tol and --max-iter)")
     ("figures-seed", "--solver-figures: the seed of the static run whose checkpoint is measured",
-     cxxopts::value<long>()->default_value("1"));
+     cxxopts::value<long>()->default_value("1"))
+    ("anderson-m", "Anderson's memory m (forward and adjoint solves)", cxxopts::value<long>()->default_value("5"));
   return cli;
 }
 
@@ -154,6 +158,7 @@ Config configure(const cxxopts::ParseResult& a) {
            a.count("out") ? a["out"].as<std::string>() : full ? "results/dynalay_e3_full" : "results/dynalay_e3",
            a.count("train-only") > 0, a.count("no-train") > 0, a.count("fresh") > 0, a.count("solver-figures") > 0};
   c.figures_seed = a["figures-seed"].as<long>();
+  c.anderson_m = a["anderson-m"].as<long>();
   examples::validate("dynalay_e3", c.epochs, c.seeds, c.rounds, a["timing-steps"].as<long>());
   require(c.joint_epochs >= 0 && c.joint_epochs < c.epochs, "dynalay_e3", "--joint-epochs",
           detail::text("in [0, --epochs = ", c.epochs, ") (the warm-up needs an epoch)"), c.joint_epochs);
@@ -181,6 +186,7 @@ examples::Settings settings_of(const Config& c, const data::Dataset& train, cons
              {"reward", {{"lambda_r", c.lambda_r}, {"entropy", c.entropy}, {"baseline_momentum", 0.9},
                          {"random_path_share", c.random_share}, {"c_max_calibration_images", c.calibrate_images}}},
              {"augmentation", "none (images flattened)"}};
+  if (c.anderson_m != 5) s.extra["solver"]["anderson_m"] = c.anderson_m;  // recorded when not the spec's default
   return s;
 }
 
@@ -546,7 +552,7 @@ std::vector<Tensor<float>> layer_inputs(dl::DynaLay<float>& m, const examples::R
 json jacobian_spectrum(const Tensor<float>& weff, ConstView<float> zs, index_t samples) {
   const index_t D = weff.dim(0);
   const Eigen::MatrixXd Wt = lamina::as_matrix(weff.cview(), D, D).cast<double>().transpose();
-  std::vector<double> rho, norm, fill, imag, left, right;
+  std::vector<double> rho, norm, fill, imag, left, right, second, sixth;
   for (index_t i = 0; i < std::min(samples, zs.dim(0)); ++i) {
     Eigen::MatrixXd J = Wt;
     for (index_t r = 0; r < D; ++r) J.row(r) *= 1.0 - double(zs.data()[i * D + r]) * double(zs.data()[i * D + r]);
@@ -557,12 +563,16 @@ json jacobian_spectrum(const Tensor<float>& weff, ConstView<float> zs, index_t s
     rho.push_back(r);
     norm.push_back(Eigen::JacobiSVD<Eigen::MatrixXd>(J).singularValues()(0));  // ‖J‖₂ ≫ ρ: far from normal
     fill.push_back(examples::median(mags));
+    std::sort(mags.begin(), mags.end(), std::greater<>());
+    second.push_back(mags[1]);  // the rate left once the dominant mode is removed
+    sixth.push_back(mags[5]);   // ... once m = 5 modes are (the most a memory of 5 can remove)
     imag.push_back(ev.imag().cwiseAbs().maxCoeff() / r);
     left.push_back(ev.real().minCoeff() / r);
     right.push_back(ev.real().maxCoeff() / r);
   }
   return {{"samples", long(rho.size())}, {"spectral_radius", examples::median(rho)}, {"norm2", examples::median(norm)},
-          {"median_abs_over_radius", examples::median(fill)}, {"max_imag_over_radius", examples::median(imag)},
+          {"median_abs_over_radius", examples::median(fill)}, {"second_abs_over_radius", examples::median(second)},
+          {"sixth_abs_over_radius", examples::median(sixth)}, {"max_imag_over_radius", examples::median(imag)},
           {"min_real_over_radius", examples::median(left)}, {"max_real_over_radius", examples::median(right)},
           {"statistic", "median over samples"}};
 }
@@ -611,9 +621,9 @@ void solver_figures(const Config& c, const examples::RunData& d) {
   const char* mode_names[] = {"implicit", "phantom", "one_step", "unrolled", "implicit_picard"};
   auto picard_forward = [](std::size_t q) { return q >= 3; };  // unrolled requires it
   json out = {{"checkpoint", path.string()}, {"seed", c.figures_seed}, {"samples", inputs[0].dim(0)}, {"rounds", c.rounds},
-              {"tol", c.tol}, {"max_iter", c.max_iter}, {"layers", json::array()}};
-  std::printf("\nsolver figures on the trained static seed-%ld cells (%ld test images, tol %g, %ld rounds, medians):\n",
-              c.figures_seed, long(inputs[0].dim(0)), c.tol, c.rounds);
+              {"tol", c.tol}, {"max_iter", c.max_iter}, {"anderson_m", c.anderson_m}, {"layers", json::array()}};
+  std::printf("\nsolver figures on the trained static seed-%ld cells (%ld test images, tol %g, Anderson m = %ld, %ld rounds, "
+              "medians):\n", c.figures_seed, long(inputs[0].dim(0)), c.tol, c.anderson_m, c.rounds);
   std::printf("%-6s %-9s %10s %8s %10s %10s | %-9s %12s %10s\n", "layer", "solver", "mean iter", "max", "not conv",
               "ms/solve", "backward", "ms", "x forward");
   for (index_t k = 0; k < c.K; ++k) {
@@ -663,10 +673,10 @@ void solver_figures(const Config& c, const examples::RunData& d) {
     l.infer(x, y.view());  // z* of every sample
     lj["jacobian_spectrum"] = jacobian_spectrum(l.cell().f().effective_weight(), y.cview(), 32);
     const json& sp = lj["jacobian_spectrum"];
-    std::printf("%-6ld Jacobian at z* (32 samples, medians): spectral radius %.3f, norm %.3f; |lambda|/radius median %.2f; "
-                "Re/radius %.2f..%.2f; max |Im|/radius %.2f\n",
+    std::printf("%-6ld Jacobian at z* (32 samples, medians): spectral radius %.3f, norm %.3f; |lambda|/radius median %.2f, "
+                "2nd %.2f, 6th %.2f; Re/radius %.2f..%.2f; max |Im|/radius %.2f\n",
                 long(k), sp["spectral_radius"].get<double>(), sp["norm2"].get<double>(), sp["median_abs_over_radius"].get<double>(),
-                sp["min_real_over_radius"].get<double>(), sp["max_real_over_radius"].get<double>(),
+                sp["second_abs_over_radius"].get<double>(), sp["sixth_abs_over_radius"].get<double>(), sp["min_real_over_radius"].get<double>(), sp["max_real_over_radius"].get<double>(),
                 sp["max_imag_over_radius"].get<double>());
     lj["anderson_over_picard"] = paired_ratio(ms["anderson"], ms["picard"]);
     std::printf("%-6ld anderson / picard time per round: %s\n", long(k), describe(lj["anderson_over_picard"]).c_str());
