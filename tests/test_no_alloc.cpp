@@ -170,12 +170,12 @@ TEST_CASE("gemm is Eigen's product bit for bit, and reuses its packing buffers",
 }
 
 namespace {
-/// The E1 model (models/resnet.hpp: 3 stages of 2 BasicBlocks, 16/32/64 wide) on
+/// An E1 model (models/resnet.hpp: 3 stages of 2 BasicBlocks, 16/32/64 wide) on
 /// a batch of 28×28 images, trained by SGD with momentum as bench_e1 does.
-struct E1Step {
+template <class Net>
+struct Step {
   index_t batch;
-  Rng rng{3};
-  ResNet<float> net = make_resnet<float>({}, rng);
+  Net net;
   Tensor<float> x{Shape{batch, 1, 28, 28}, 0.25f}, y{Shape{batch, 10}}, dy{Shape{batch, 10}},
       dx{Shape{batch, 1, 28, 28}};
   std::vector<std::int32_t> labels = [this] {
@@ -186,7 +186,7 @@ struct E1Step {
   SoftmaxCrossEntropy<float> loss;
   optim::SGD<float> opt{net, optim::SgdOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 5e-4}};
 
-  explicit E1Step(index_t b) : batch(b) {
+  Step(index_t b, Net n) : batch(b), net(std::move(n)) {
     for (index_t i = 0; i < x.size(); ++i) x.data()[i] = float(i % 17) / 17.0f - 0.5f;
   }
   void step() {
@@ -201,17 +201,10 @@ struct E1Step {
   }
   void infer() { net.infer(x.cview(), y.view()); }
 };
-}  // namespace
 
-// Batch 16 already reaches Eigen's heap-allocated packing buffers (the
-// chunked convolutions' GEMMs) and parallel loops of every size. One thread
-// too: libgomp allocates the team of a one-thread region on every entry.
-TEST_CASE("a warm E1 training step and inference batch allocate nothing", "[resnet][alloc]") {
-#if !defined(LAMINA_COUNT_ALLOCATIONS)
-  SUCCEED("allocation counting is off under AddressSanitizer");
-  return;
-#endif
-  E1Step e(16);
+/// Warm steps and inference batches of `e` at the default thread count and at 1.
+template <class S>
+void check_no_allocation(S& e) {
   const int threads = num_threads();
   for (int t : {threads, 1}) {
     set_num_threads(t);
@@ -224,4 +217,66 @@ TEST_CASE("a warm E1 training step and inference batch allocate nothing", "[resn
     CHECK(allocations_of([&] { e.infer(); }) == 0);
   }
   set_num_threads(threads);
+}
+
+/// The E1 LAUREL network of variant V (examples/laurel_e1.cpp: rank r, history 2).
+template <laurel::Variant V>
+Step<LaurelResNet<float, V>> laurel_step(index_t batch, index_t rank) {
+  Rng rng(3);
+  laurel::Options lo;
+  lo.rank = rank, lo.history = 2;
+  auto net = make_laurel_resnet<float, V>({}, lo, rng);
+  if constexpr (V::lr) {  // B starts at zero: make the low-rank terms non-trivial
+    visit_parameters(net, [](const ParamRef<float>& p) {
+      if (p.name.ends_with("laurel.B") || p.name.ends_with("laurel.B1") || p.name.ends_with("laurel.B2"))
+        for (index_t i = 0; i < p.value.size(); ++i) p.value.data()[i] = 0.01f * float(i % 7);
+    });
+  }
+  return Step<LaurelResNet<float, V>>(batch, std::move(net));
+}
+}  // namespace
+
+// Batch 16 already reaches Eigen's heap-allocated packing buffers (the
+// chunked convolutions' GEMMs) and parallel loops of every size. One thread
+// too: libgomp allocates the team of a one-thread region on every entry.
+TEST_CASE("a warm E1 training step and inference batch allocate nothing", "[resnet][alloc]") {
+#if !defined(LAMINA_COUNT_ALLOCATIONS)
+  SUCCEED("allocation counting is off under AddressSanitizer");
+  return;
+#endif
+  Rng rng(3);
+  Step<ResNet<float>> e(16, make_resnet<float>({}, rng));
+  check_no_allocation(e);
+}
+
+// Every LAUREL variant E1 trains (rw, rw_lr4, rw_lr8, rw_lr_pa), and LR and PA alone.
+TEST_CASE("a warm E1 LAUREL training step and inference batch allocate nothing", "[laurel][alloc]") {
+#if !defined(LAMINA_COUNT_ALLOCATIONS)
+  SUCCEED("allocation counting is off under AddressSanitizer");
+  return;
+#endif
+  SECTION("RW") {
+    auto e = laurel_step<laurel::RW>(16, 4);
+    check_no_allocation(e);
+  }
+  SECTION("RW+LR, r = 4") {
+    auto e = laurel_step<laurel::RW_LR>(16, 4);
+    check_no_allocation(e);
+  }
+  SECTION("RW+LR, r = 8") {
+    auto e = laurel_step<laurel::RW_LR>(16, 8);
+    check_no_allocation(e);
+  }
+  SECTION("RW+LR+PA") {
+    auto e = laurel_step<laurel::RW_LR_PA>(16, 4);
+    check_no_allocation(e);
+  }
+  SECTION("LR") {
+    auto e = laurel_step<laurel::LR>(16, 4);
+    check_no_allocation(e);
+  }
+  SECTION("PA") {
+    auto e = laurel_step<laurel::PA>(16, 4);
+    check_no_allocation(e);
+  }
 }

@@ -121,13 +121,20 @@ struct ChannelChunks {
   /// chunks (nacc rows of width() values), reduced in chunk order.
   template <class ChunkFn>
   std::vector<double> reduce(index_t nacc, ChunkFn&& chunk_fn) const {
+    std::vector<double> partial, total;
+    reduce(nacc, chunk_fn, partial, total);
+    return total;
+  }
+  /// reduce() with the partial sums and the result in the caller's vectors
+  /// (resized; no allocation once they are large enough).
+  template <class ChunkFn>
+  void reduce(index_t nacc, ChunkFn&& chunk_fn, std::vector<double>& partial, std::vector<double>& total) const {
     const index_t n = count(), w = nacc * width();
-    std::vector<double> partial(static_cast<std::size_t>(n * w), 0.0);
+    partial.assign(static_cast<std::size_t>(n * w), 0.0);
     each([&](index_t k) { chunk_fn(k, partial.data() + k * w); });
-    std::vector<double> total(static_cast<std::size_t>(w), 0.0);
+    total.assign(static_cast<std::size_t>(w), 0.0);
     for (index_t k = 0; k < n; ++k)
       for (index_t j = 0; j < w; ++j) total[static_cast<std::size_t>(j)] += partial[static_cast<std::size_t>(k * w + j)];
-    return total;
   }
 };
 

@@ -195,174 +195,19 @@ class Laurel {
     require_forward(c.done, "Laurel");
     require_shape(dy, c.stream.shape(), "Laurel", "dy");
     require_input_grad(dx_out, c.x_shape, want, "Laurel");
-    View<T> dx = dx_out;
-    if (!want.input) {
-      dx_scratch_.resize(c.x_shape);
-      fill_zero(dx_scratch_.data(), dx_scratch_.size());
-      dx = dx_scratch_.view();
-    }
+    const View<T> dx = input_grad(c, dx_out, want);
+    const View<T> ds = skip_grad(c, dx, dy.shape());
     const Grad through{.input = true, .params = want.params};
     const ChannelGeometry g = ChannelGeometry::of(dy.shape(), "Laurel", "dy");
-    const T* G = dy.data();
-    const index_t np = c.npred;
-
-    // Where the skip gradient dL/ds goes: straight into dx for a plain identity
-    // shortcut; into the stream's entry of the stage memory, which later blocks
-    // have filled (PA in a stage); else into zeroed scratch.
-    View<T> ds = dx;
-    if (V::pa && c.memory.attached()) {
-      ds = c.memory.own_grad(memory_key::laurel_stream);
-    } else if (V::pa || !identity_shortcut) {
-      ds_.resize(dy.shape());
-      fill_zero(ds_.data(), ds_.size());
-      ds = ds_.view();
-    }
     // f receives αG: through backward_scaled when f offers it (no extra pass),
     // else as a tensor written by the fused pass below.
     const bool fold_alpha = ScaledBackward<F> && !per_channel();
     if constexpr (V::rw)
       if (!fold_alpha) dF_.resize(dy.shape());
-
-    // One fused element-wise pass: dF = αG, ds += βG, ds_{i-j} += βγ_j G for
-    // identity h, and the reductions <G, f(x)>, <G, s>, <G, s_{i-j}>.
-    const bool id_h = V::pa && !low_rank_history();
-    const index_t nid = id_h ? np : 0;
-    const index_t nacc = (V::rw ? 2 : 0) + nid;
-    const ChannelChunks chunks{g, per_channel()};
-    const index_t W = chunks.width();
-    std::vector<T*> dpred(static_cast<std::size_t>(nid));
-    for (index_t j = 0; j < nid; ++j) dpred[static_cast<std::size_t>(j)] = pred_grad(c, j);
-    auto backward_elementwise = [&](index_t k, double* acc) {
-      chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
-        constexpr int St = decltype(step)::value;
-        const T* a = alpha_.data() + (per_channel() ? ch : 0);
-        const T* b = beta_.data() + (per_channel() ? ch : 0);
-        const T* Gs = G + off;
-        T* dso = ds.data() + off;
-        if constexpr (V::rw) {
-          const T* Fs = c.fx.data() + off;
-          const T* Ss = c.stream.data() + off;
-          T* dFs = fold_alpha ? nullptr : dF_.data() + off;
-          if constexpr (St == 0) {
-            double ga = 0, gb = 0;
-            const T av = a[0], bv = b[0];
-            if (dFs) {
-              LAMINA_SIMD_REDUCE_SUM(ga, gb)
-              for (index_t i = 0; i < len; ++i) {
-                ga += double(Gs[i]) * double(Fs[i]);
-                gb += double(Gs[i]) * double(Ss[i]);
-                dFs[i] = av * Gs[i];
-                dso[i] += bv * Gs[i];
-              }
-            } else {
-              LAMINA_SIMD_REDUCE_SUM(ga, gb)
-              for (index_t i = 0; i < len; ++i) {
-                ga += double(Gs[i]) * double(Fs[i]);
-                gb += double(Gs[i]) * double(Ss[i]);
-                dso[i] += bv * Gs[i];
-              }
-            }
-            acc[ch] += ga;
-            acc[W + ch] += gb;
-          } else {
-            for (index_t i = 0; i < len; ++i) {
-              acc[i] += double(Gs[i]) * double(Fs[i]);
-              acc[W + i] += double(Gs[i]) * double(Ss[i]);
-              dFs[i] = a[i] * Gs[i];
-              dso[i] += b[i] * Gs[i];
-            }
-          }
-        } else {
-          for (index_t i = 0; i < len; ++i) dso[i] += Gs[i];
-        }
-        for (index_t j = 0; j < nid; ++j) {
-          const T* P = c.preds[static_cast<std::size_t>(j)].data() + off;
-          T* dP = dpred[static_cast<std::size_t>(j)] + off;
-          const T gj = gamma_[j];
-          double* q = acc + ((V::rw ? 2 : 0) + j) * W + ch;
-          if constexpr (St == 0) {
-            double s = 0;
-            const T bg = b[0] * gj;
-            LAMINA_SIMD_REDUCE_SUM(s)
-            for (index_t i = 0; i < len; ++i) {
-              s += double(Gs[i]) * double(P[i]);
-              dP[i] += bg * Gs[i];
-            }
-            q[0] += s;
-          } else {
-            for (index_t i = 0; i < len; ++i) {
-              q[i] += double(Gs[i]) * double(P[i]);
-              dP[i] += b[i] * gj * Gs[i];
-            }
-          }
-        }
-      });
-    };
-    std::vector<Term> terms = low_rank_terms(c, ds.data());
-    const int nt = g.dense() ? 1 : num_threads();  // thread-private partial sums of M and dA
-    std::vector<std::vector<Mat>> Mp, dAp;
-    for (Term& t : terms) {
-      Mp.emplace_back(std::size_t(nt), Mat::Zero(t.lr->rank(), D_));
-      dAp.emplace_back(std::size_t(nt), Mat::Zero(D_, t.lr->rank()));
-    }
-    const std::vector<double> sums = chunks.reduce(nacc, [&](index_t k, double* acc) {
-      backward_elementwise(k, acc);
-      if (!g.dense()) {
-        const auto th = static_cast<std::size_t>(thread_id());
-        for (std::size_t ti = 0; ti < terms.size(); ++ti) {
-          Term& t = terms[ti];
-          t.lr->backward_block(rows_of<Eigen::ColMajor>(G, g, k), rows_of<Eigen::ColMajor>(t.src, g, k),
-                               rows_of<Eigen::ColMajor>(t.dsrc, g, k), *t.U, k * g.inner, t.Bs, Mp[ti][th], dAp[ti][th],
-                               through);
-        }
-      }
-    });
-
-    std::vector<double> ga(static_cast<std::size_t>(W), 0.0), gb(static_cast<std::size_t>(W), 0.0);
-    if constexpr (V::rw) {
-      std::copy(sums.begin(), sums.begin() + W, ga.begin());
-      std::copy(sums.begin() + W, sums.begin() + 2 * W, gb.begin());
-    }
-    auto beta_at = [&](index_t ch) { return double(beta_[static_cast<std::size_t>(per_channel() ? ch : 0)]); };
-    for (index_t j = 0; j < nid; ++j) {
-      const double* q = sums.data() + ((V::rw ? 2 : 0) + j) * W;
-      double dg = 0;
-      for (index_t ch = 0; ch < W; ++ch) {
-        dg += beta_at(ch) * q[ch];
-        gb[static_cast<std::size_t>(ch)] += double(gamma_[j]) * q[ch];
-      }
-      if (want.params) dgamma_[j] += T(dg);
-    }
-
-    // Low-rank terms: their GEMMs for dense rows (images were done per image above),
-    // then g_β[c] += coef·<G, U B>[c] and dγ_j = Σ_c β_c <G, U_j B_j>[c] (spec "Backward").
-    for (std::size_t ti = 0; ti < terms.size(); ++ti) {
-      Term& t = terms[ti];
-      if (g.dense())
-        t.lr->backward_block(rows_of<Eigen::RowMajor>(G, g, 0), rows_of<Eigen::RowMajor>(t.src, g, 0),
-                             rows_of<Eigen::RowMajor>(t.dsrc, g, 0), *t.U, 0, t.Bs, Mp[ti][0], dAp[ti][0], through);
-      if (!want.params) continue;
-      for (int th = 1; th < nt; ++th) Mp[ti][0] += Mp[ti][std::size_t(th)], dAp[ti][0] += dAp[ti][std::size_t(th)];
-      const std::vector<double> tv = t.lr->finish_backward(Mp[ti][0], dAp[ti][0], t.scale.data(), per_channel());
-      double dg = 0;
-      for (index_t ch = 0; ch < D_; ++ch) {
-        dg += beta_at(ch) * tv[static_cast<std::size_t>(ch)];
-        gb[static_cast<std::size_t>(per_channel() ? ch : 0)] += double(t.coef) * tv[static_cast<std::size_t>(ch)];
-      }
-      if (ti > 0 || !V::lr) dgamma_[index_t(V::lr ? ti - 1 : ti)] += T(dg);
-    }
-
-    if constexpr (V::rw)
-      if (want.params) chain_rule(ga, gb);
-
-    if constexpr (V::rw && ScaledBackward<F>) {
-      if (fold_alpha) f_.backward_scaled(c.f, dy, alpha_[0], dx, through);
-      else f_.backward(c.f, dF_.cview(), dx, through);
-    } else {
-      f_.backward(c.f, V::rw ? dF_.cview() : dy, dx, through);
-    }
-    if constexpr (!identity_shortcut) s_.backward(c.s, ds, dx, through);
-    else if constexpr (V::pa) axpy(dx.data(), ds.data(), ds.size());
+    collect_terms(c, ds.data(), bterms_);
+    const std::span<const double> sums = backward_fused(c, g, dy.data(), ds.data(), fold_alpha, through);
+    coefficient_grads(g, dy.data(), sums, want, through);
+    backward_branches(c, dy, dx, ds, fold_alpha, through);
   }
 
   template <class Fn>
@@ -390,6 +235,183 @@ class Laurel {
   }
 
  private:
+  // ---- backward, step by step ------------------------------------------------------
+  // Where dx goes: the caller's buffer, or zeroed scratch when it is not wanted.
+  View<T> input_grad(const Cache& c, View<T> dx, Grad want) {
+    if (want.input) return dx;
+    dx_scratch_.resize(c.x_shape);
+    fill_zero(dx_scratch_.data(), dx_scratch_.size());
+    return dx_scratch_.view();
+  }
+  // Where the skip gradient dL/ds goes: straight into dx for a plain identity
+  // shortcut; into the stream's entry of the stage memory, which later blocks
+  // have filled (PA in a stage); else into zeroed scratch.
+  View<T> skip_grad(const Cache& c, View<T> dx, const Shape& s) {
+    if (V::pa && c.memory.attached()) return c.memory.own_grad(memory_key::laurel_stream);
+    if (V::pa || !identity_shortcut) {
+      ds_.resize(s);
+      fill_zero(ds_.data(), ds_.size());
+      return ds_.view();
+    }
+    return dx;
+  }
+  // Earlier streams read through identity h (PA without low-rank history).
+  index_t identity_history(const Cache& c) const noexcept { return V::pa && !low_rank_history() ? c.npred : 0; }
+
+  // One fused pass over the chunks: dF = αG, ds += βG, ds_{i-j} += βγ_j G for
+  // identity h, the reductions <G, f(x)>, <G, s>, <G, s_{i-j}> (returned, as
+  // rows of ChannelChunks::width()), and on images each image's low-rank GEMMs
+  // while it is in cache.
+  std::span<const double> backward_fused(const Cache& c, const ChannelGeometry& g, const T* G, T* ds, bool fold_alpha,
+                                         Grad through) {
+    const index_t nid = identity_history(c);
+    dpred_.resize(static_cast<std::size_t>(nid));
+    for (index_t j = 0; j < nid; ++j) dpred_[static_cast<std::size_t>(j)] = pred_grad(c, j);
+    const int nt = g.dense() ? 1 : num_threads();  // thread-private partial sums of M and dA
+    for (Term& t : bterms_) t.lr->begin_backward(nt);
+    const ChannelChunks chunks{g, per_channel()};
+    chunks.reduce(
+        (V::rw ? 2 : 0) + nid,
+        [&](index_t k, double* acc) {
+          chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
+            backward_segment(c, off, len, ch, step, acc, chunks.width(), G, ds, fold_alpha, nid);
+          });
+          if (g.dense()) return;
+          const int th = thread_id();
+          for (Term& t : bterms_)
+            t.lr->backward_block(rows_of<Eigen::ColMajor>(G, g, k), rows_of<Eigen::ColMajor>(t.src, g, k),
+                                 rows_of<Eigen::ColMajor>(t.dsrc, g, k), *t.U, k * g.inner, *t.Bs, th, through);
+        },
+        partial_, sums_);
+    return sums_;
+  }
+  // The element-wise backward of one segment of a chunk (ChannelChunks::run_chunk).
+  template <class Step>
+  void backward_segment(const Cache& c, index_t off, index_t len, index_t ch, Step, double* acc, index_t W, const T* G,
+                        T* ds, bool fold_alpha, index_t nid) {
+    constexpr int St = Step::value;
+    const T* a = alpha_.data() + (per_channel() ? ch : 0);
+    const T* b = beta_.data() + (per_channel() ? ch : 0);
+    const T* Gs = G + off;
+    T* dso = ds + off;
+    if constexpr (V::rw) {
+      const T* Fs = c.fx.data() + off;
+      const T* Ss = c.stream.data() + off;
+      T* dFs = fold_alpha ? nullptr : dF_.data() + off;
+      if constexpr (St == 0) {
+        double ga = 0, gb = 0;
+        const T av = a[0], bv = b[0];
+        if (dFs) {
+          LAMINA_SIMD_REDUCE_SUM(ga, gb)
+          for (index_t i = 0; i < len; ++i) {
+            ga += double(Gs[i]) * double(Fs[i]);
+            gb += double(Gs[i]) * double(Ss[i]);
+            dFs[i] = av * Gs[i];
+            dso[i] += bv * Gs[i];
+          }
+        } else {
+          LAMINA_SIMD_REDUCE_SUM(ga, gb)
+          for (index_t i = 0; i < len; ++i) {
+            ga += double(Gs[i]) * double(Fs[i]);
+            gb += double(Gs[i]) * double(Ss[i]);
+            dso[i] += bv * Gs[i];
+          }
+        }
+        acc[ch] += ga;
+        acc[W + ch] += gb;
+      } else {
+        for (index_t i = 0; i < len; ++i) {
+          acc[i] += double(Gs[i]) * double(Fs[i]);
+          acc[W + i] += double(Gs[i]) * double(Ss[i]);
+          dFs[i] = a[i] * Gs[i];
+          dso[i] += b[i] * Gs[i];
+        }
+      }
+    } else {
+      for (index_t i = 0; i < len; ++i) dso[i] += Gs[i];
+    }
+    for (index_t j = 0; j < nid; ++j) {
+      const T* P = c.preds[static_cast<std::size_t>(j)].data() + off;
+      T* dP = dpred_[static_cast<std::size_t>(j)] + off;
+      const T gj = gamma_[j];
+      double* q = acc + ((V::rw ? 2 : 0) + j) * W + ch;
+      if constexpr (St == 0) {
+        double s = 0;
+        const T bg = b[0] * gj;
+        LAMINA_SIMD_REDUCE_SUM(s)
+        for (index_t i = 0; i < len; ++i) {
+          s += double(Gs[i]) * double(P[i]);
+          dP[i] += bg * Gs[i];
+        }
+        q[0] += s;
+      } else {
+        for (index_t i = 0; i < len; ++i) {
+          q[i] += double(Gs[i]) * double(P[i]);
+          dP[i] += b[i] * gj * Gs[i];
+        }
+      }
+    }
+  }
+
+  // g_α = <G, f(x)> and g_β = <G, s> (+ the history's and low-rank terms'
+  // shares), dγ_j, the low-rank gradients; then dw through the bounding.
+  void coefficient_grads(const ChannelGeometry& g, const T* G, std::span<const double> sums, Grad want, Grad through) {
+    const auto W = static_cast<std::size_t>(ChannelChunks{g, per_channel()}.width());
+    ga_.assign(W, 0.0);
+    gb_.assign(W, 0.0);
+    if constexpr (V::rw) {
+      std::copy(sums.begin(), sums.begin() + std::ptrdiff_t(W), ga_.begin());
+      std::copy(sums.begin() + std::ptrdiff_t(W), sums.begin() + std::ptrdiff_t(2 * W), gb_.begin());
+    }
+    const index_t nid = index_t(sums.size() / W) - (V::rw ? 2 : 0);
+    for (index_t j = 0; j < nid; ++j) {
+      const double* q = sums.data() + ((V::rw ? 2 : 0) + j) * index_t(W);
+      double dg = 0;
+      for (std::size_t ch = 0; ch < W; ++ch) {
+        dg += beta_at(index_t(ch)) * q[ch];
+        gb_[ch] += double(gamma_[j]) * q[ch];
+      }
+      if (want.params) dgamma_[j] += T(dg);
+    }
+    low_rank_grads(g, G, want, through);
+    if constexpr (V::rw)
+      if (want.params) chain_rule(ga_, gb_);
+  }
+  double beta_at(index_t ch) const { return double(beta_[static_cast<std::size_t>(per_channel() ? ch : 0)]); }
+
+  // Low-rank terms: their GEMMs for dense rows (images were done per image in
+  // backward_fused), then g_β[c] += coef·<G, U B>[c] and dγ_j = Σ_c β_c <G, U_j B_j>[c]
+  // (spec "Backward").
+  void low_rank_grads(const ChannelGeometry& g, const T* G, Grad want, Grad through) {
+    const int nt = g.dense() ? 1 : num_threads();
+    for (std::size_t ti = 0; ti < bterms_.size(); ++ti) {
+      Term& t = bterms_[ti];
+      if (g.dense())
+        t.lr->backward_block(rows_of<Eigen::RowMajor>(G, g, 0), rows_of<Eigen::RowMajor>(t.src, g, 0),
+                             rows_of<Eigen::RowMajor>(t.dsrc, g, 0), *t.U, 0, *t.Bs, 0, through);
+      if (!want.params) continue;
+      const std::span<const double> tv = t.lr->finish_backward(nt, t.scale, per_channel());
+      double dg = 0;
+      for (index_t ch = 0; ch < D_; ++ch) {
+        dg += beta_at(ch) * tv[static_cast<std::size_t>(ch)];
+        gb_[static_cast<std::size_t>(per_channel() ? ch : 0)] += double(t.coef) * tv[static_cast<std::size_t>(ch)];
+      }
+      if (ti > 0 || !V::lr) dgamma_[index_t(V::lr ? ti - 1 : ti)] += T(dg);
+    }
+  }
+
+  // f's backward (with αG), then the shortcut's with dL/ds.
+  void backward_branches(const Cache& c, ConstView<T> dy, View<T> dx, View<T> ds, bool fold_alpha, Grad through) {
+    if constexpr (V::rw && ScaledBackward<F>) {
+      if (fold_alpha) f_.backward_scaled(c.f, dy, alpha_[0], dx, through);
+      else f_.backward(c.f, dF_.cview(), dx, through);
+    } else {
+      f_.backward(c.f, V::rw ? dF_.cview() : dy, dx, through);
+    }
+    if constexpr (!identity_shortcut) s_.backward(c.s, ds, dx, through);
+    else if constexpr (V::pa) axpy(dx.data(), ds.data(), ds.size());
+  }
+
   // PA: the gradient buffer of earlier stream j (in the stage memory).
   static T* pred_grad(const Cache& c, index_t j) {
     return c.memory.grad(c.pred_blocks[static_cast<std::size_t>(j)], memory_key::laurel_stream).data();
@@ -446,13 +468,6 @@ class Laurel {
     }
   }
 
-  // coef·β per column (one value unless per-channel).
-  std::vector<T> scale(T coef) const {
-    std::vector<T> sc(beta_);
-    for (T& v : sc) v *= coef;
-    return sc;
-  }
-
   // y = α F + β (s + Σ_j γ_j s_{i-j}) (identity h) over chunk k, in one pass.
   void run_elementwise_forward(const ChannelChunks& chunks, index_t k, Cache& c, View<T> y, index_t nid) const {
     chunks.run_chunk(k, [&](index_t off, index_t len, index_t ch, auto step) {
@@ -489,23 +504,26 @@ class Laurel {
   template <class UMat>  // Mat in the forward (which writes U), const Mat in the backward
   struct TermOf {        // one low-rank product of the connection
     laurel::LowRank<T>* lr;
-    const T* src;  // the stream it reads
-    T* dsrc;       // that stream's gradient
-    UMat* U;       // s A (sized by prepare_low_rank)
-    std::vector<T> scale;  // coef·β per column
-    Mat Bs;
+    const T* src;    // the stream it reads
+    T* dsrc;         // that stream's gradient
+    UMat* U;         // s A (sized by prepare_low_rank)
+    const T* scale;  // coef·β per column (in scales_)
+    const Mat* Bs;   // B diag(scale) (in lr's working memory)
     T coef;
   };
   using Term = TermOf<const Mat>;
-  // The LR term (coef 1) and the low-rank h_j (coef γ_j) of the cached pass; U sized.
-  template <class C>
-  auto low_rank_terms(C& c, T* ds) {
-    using UMat = std::conditional_t<std::is_const_v<C>, const Mat, Mat>;
-    std::vector<TermOf<UMat>> terms;
-    auto add = [&](laurel::LowRank<T>& lr, const T* src, T* dsrc, UMat& U, T coef) {
-      TermOf<UMat> t{&lr, src, dsrc, &U, scale(coef), {}, coef};
-      t.Bs = lr.scaled(t.scale.data(), per_channel());
-      terms.push_back(std::move(t));
+  // The LR term (coef 1) and the low-rank h_j (coef γ_j) of the cached pass, into
+  // `terms` (the module's, reused); U sized.
+  template <class C, class Terms>
+  void collect_terms(C& c, T* ds, Terms& terms) {
+    terms.clear();
+    auto add = [&](laurel::LowRank<T>& lr, const T* src, T* dsrc, auto& U, T coef) {
+      const std::size_t i = terms.size();
+      if (scales_.size() <= i) scales_.resize(i + 1);
+      std::vector<T>& sc = scales_[i];
+      sc.assign(beta_.begin(), beta_.end());
+      for (T& v : sc) v *= coef;
+      terms.push_back({&lr, src, dsrc, &U, sc.data(), &lr.scaled_scratch(sc.data(), per_channel()), coef});
     };
     if constexpr (V::lr) add(lr_, c.stream.data(), ds, c.U, T(1));
     if constexpr (V::pa) {
@@ -516,7 +534,6 @@ class Laurel {
         }
       }
     }
-    return terms;
   }
   // Rows of block k of a stream as an Eigen map: all dense rows (k = 0), or image k.
   template <int Order, class P>
@@ -575,16 +592,16 @@ class Laurel {
     const ChannelChunks chunks{g, per_channel()};
     // Low-rank terms y += (s A)(B diag β) and γ_j (s_{i-j} A_j)(B_j diag β): on
     // images, each image right after its element-wise pass, while in cache.
-    auto terms = low_rank_terms(c, nullptr);
+    collect_terms(c, nullptr, fterms_);
     chunks.each([&](index_t k) {
       run_elementwise_forward(chunks, k, c, y, nid);
       if (!g.dense())
-        for (auto& t : terms)
-          t.lr->forward_block(rows_of<Eigen::ColMajor>(t.src, g, k), rows_of<Eigen::ColMajor>(y.data(), g, k), *t.U, k * g.inner, t.Bs);
+        for (auto& t : fterms_)
+          t.lr->forward_block(rows_of<Eigen::ColMajor>(t.src, g, k), rows_of<Eigen::ColMajor>(y.data(), g, k), *t.U, k * g.inner, *t.Bs);
     });
 
     if (g.dense())
-      for (auto& t : terms) t.lr->forward_block(rows_of<Eigen::RowMajor>(t.src, g, 0), rows_of<Eigen::RowMajor>(y.data(), g, 0), *t.U, 0, t.Bs);
+      for (auto& t : fterms_) t.lr->forward_block(rows_of<Eigen::RowMajor>(t.src, g, 0), rows_of<Eigen::RowMajor>(y.data(), g, 0), *t.U, 0, *t.Bs);
     c.done = true;
   }
 
@@ -610,6 +627,12 @@ class Laurel {
   std::vector<T> alpha_, beta_;
   Cache infer_, cache_;
   Tensor<T> dF_, ds_, dx_scratch_;  // backward scratch
+  // Working memory of one forward or backward, reused (grown only).
+  std::vector<TermOf<Mat>> fterms_;
+  std::vector<Term> bterms_;
+  std::vector<std::vector<T>> scales_;  // per low-rank term: coef·β
+  std::vector<T*> dpred_;               // PA, identity h: the earlier streams' gradients
+  std::vector<double> partial_, sums_, ga_, gb_;
 };
 
 }  // namespace lamina
