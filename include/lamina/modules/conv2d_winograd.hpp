@@ -249,7 +249,8 @@ void Winograd3x3<T>::backward_weight(const T* x, const T* dy, T* dw) {
   for (std::size_t t = 1; t < scratch_.size(); ++t)
     for (std::size_t i = 0; i < s0.dU.size(); ++i) s0.dU[i] += scratch_[t].dU[i];
   for (index_t co = 0; co < p_.Cout; ++co)
-    for (index_t ci = 0; ci < p_.Cin; ++ci) winograd_weight_grad(s0.dU.data() + co * Ci4 + ci, us, dw + (co * p_.Cin + ci) * 9);
+    for (index_t ci = 0; ci < p_.Cin; ++ci)
+      winograd_weight_grad(s0.dU.data() + kernels::nt_index(co, ci, Ci4), us, dw + (co * p_.Cin + ci) * 9);
 }
 
 }  // namespace lamina::detail
