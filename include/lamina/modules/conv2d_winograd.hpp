@@ -2,7 +2,7 @@
 // The Winograd F(2×2, 3×3) path of Conv2d for 3×3 kernels, stride 1, padding 1
 // (kernels/winograd.hpp has the transforms and the products).
 //
-// Images are taken in chunks of about a megabyte of transformed data; per chunk
+// Images are taken in chunks of about 2 MB of transformed data; per chunk
 // each plane is copied into its polyphase layout (zero padding built in),
 // transformed to V [16][C][tiles of the chunk], multiplied by the transformed
 // weights (16 products [Cout × Cin]·[Cin × tiles]) and transformed back, the
@@ -64,7 +64,7 @@ class Winograd3x3 {
     p.TH = (H + 1) / 2, p.TW = (W + 1) / 2, p.pitch = p.TW, p.Q = p.TH * p.pitch;
     p.ps = round_up(p.Q + p.pitch + 2 * L, L);
     p.Cp = round_up(std::max(Cin, Cout), kernels::winograd_mr);
-    const index_t cols = std::max<index_t>(64, (index_t(1) << 18) / (16 * (Cin + Cout)));
+    const index_t cols = std::max<index_t>(64, (index_t(1) << 19) / (16 * (Cin + Cout)));
     p.nimg = std::clamp<index_t>(cols / p.Q, 1, B);
     p.chunks = (B + p.nimg - 1) / p.nimg;
     p.ld = round_up(p.nimg * p.Q, k.winograd_nr) + L;
