@@ -65,10 +65,14 @@ void BM_EigenGemm(benchmark::State& st) {
 
 // ---- Conv2d on the E1 network's shapes -------------------------------------------
 // Args: batch, channels (in = out), spatial size, threads, algorithm (0 im2col,
-// 1 Winograd) and, for the backward, the part (0 dx and dW, 1 dx, 2 dW).
+// 1 Winograd, 2 direct) and, for the backward, the part (0 dx and dW, 1 dx, 2 dW).
 // GFLOP/s counted as direct-convolution FLOPs (2·B·Cout·Cin·9·Ho·Wo per pass).
 Conv2dAlgorithm conv_algorithm(const benchmark::State& st) {
-  return st.range(4) == 1 ? Conv2dAlgorithm::winograd : Conv2dAlgorithm::im2col;
+  switch (st.range(4)) {
+    case 1: return Conv2dAlgorithm::winograd;
+    case 2: return Conv2dAlgorithm::direct;
+    default: return Conv2dAlgorithm::im2col;
+  }
 }
 template <class T>
 void BM_Conv2dForward(benchmark::State& st) {
@@ -192,15 +196,15 @@ BENCHMARK_TEMPLATE(BM_LinearForward, float)->Args({4096, 256})->Args({4096, 1024
 BENCHMARK_TEMPLATE(BM_LinearBackward, float)->Args({4096, 256})->Args({4096, 1024});
 BENCHMARK_TEMPLATE(BM_EigenGemm, float)->Args({4096, 256, 256})->Args({4096, 1024, 1024});
 void conv_shapes(benchmark::internal::Benchmark* b, bool parts) {
-  for (int algo : {0, 1})
+  for (int algo : {0, 1, 2})
     for (int threads : {1, 2})
       for (const auto& [C, S] : {std::pair{16, 28}, std::pair{32, 14}, std::pair{64, 7}})
         for (int part = 0; part <= (parts ? 2 : 0); ++part) {
           if (parts) b->Args({128, C, S, threads, algo, part});
           else b->Args({128, C, S, threads, algo});
         }
-  b->ArgNames(parts ? std::vector<std::string>{"B", "C", "S", "threads", "winograd", "part"}
-                    : std::vector<std::string>{"B", "C", "S", "threads", "winograd"});
+  b->ArgNames(parts ? std::vector<std::string>{"B", "C", "S", "threads", "algo", "part"}
+                    : std::vector<std::string>{"B", "C", "S", "threads", "algo"});
   b->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 BENCHMARK_TEMPLATE(BM_Conv2dForward, float)->Apply([](auto* b) { conv_shapes(b, false); });

@@ -29,6 +29,10 @@ inline namespace LAMINA_KERNELS_ISA_NS {
 inline constexpr index_t winograd_mr = 8;
 inline constexpr index_t winograd_nv = 2;
 
+/// Where winograd_gemm_nt puts element (m, j) of its M × N result: 4 × 4
+/// blocks, row-major within a block and across the N / 4 blocks of a row.
+constexpr index_t nt_index(index_t m, index_t j, index_t N) { return ((m / 4) * (N / 4) + j / 4) * 16 + m % 4 * 4 + j % 4; }
+
 namespace ref {
 /// V[e·es + q] = (Bᵀ d_q B)[e], e = 4i + j, for tiles q < n of the 8-array
 /// input polyphase P (arrays at stride ps, flat pitch `pitch`).
@@ -84,14 +88,15 @@ void winograd_gemm(const T* A, const T* B, T* C, index_t M, index_t N, index_t K
       C[m * ldc + j] = s;
     }
 }
-/// C[m·N + j] += Σ_k A[m·ld + k] · B[j·ld + k] for m < M, j < N.
+/// C[nt_index(m, j, N)] += Σ_k A[m·ld + k] · B[j·ld + k] for m < M, j < N
+/// (M and N multiples of 4).
 template <class T>
 void winograd_gemm_nt(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ld) {
   for (index_t m = 0; m < M; ++m)
     for (index_t j = 0; j < N; ++j) {
       T s = 0;
       for (index_t k = 0; k < K; ++k) s += A[m * ld + k] * B[j * ld + k];
-      C[m * N + j] += s;
+      C[nt_index(m, j, N)] += s;
     }
 }
 }  // namespace ref
@@ -190,16 +195,33 @@ void winograd_block(const T* A, const T* B, T* C, index_t M, index_t K, index_t 
     for (index_t v = 0; v < winograd_nv; ++v) acc[i][v].store_unaligned(C + i * ldc + v * L);
 }
 
-/// A 4 × 4 block of C += A Bᵀ reduced over K (a multiple of the vector length).
+/// haddp(row) with sum i in lane i. xsimd 8.1's AVX-512 float haddp returns
+/// its lanes permuted (2 ↔ 4, 3 ↔ 5, 10 ↔ 12, 11 ↔ 13: an involution), so its
+/// rows go in permuted; the kernel tests check the order on every ISA.
 template <class Arch, class T>
-void winograd_block_nt(const T* A, const T* B, T* C, index_t N, index_t K, index_t ld) {
+batch<T, Arch> ordered_haddp(const batch<T, Arch>* row) {
+  if constexpr (std::is_same_v<T, float> && std::is_base_of_v<xsimd::avx512f, Arch>) {
+    constexpr int perm[16] = {0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15};
+    batch<T, Arch> r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = row[perm[i]];
+    return xsimd::haddp(r);
+  } else {
+    return xsimd::haddp(row);
+  }
+}
+
+/// A 4 × 4 block of C += A Bᵀ reduced over K (a multiple of the vector length),
+/// C the block's 16 contiguous elements. The 16 sums are reduced together
+/// (haddp), L at a time: one pass over the accumulators instead of 16 hadds.
+template <class Arch, class T>
+void winograd_block_nt(const T* A, const T* B, T* C, index_t K, index_t ld) {
   using V = batch<T, Arch>;
   constexpr index_t L = index_t(V::size);
-  V acc[4][4];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) acc[i][j] = V(T(0));
+  static_assert(16 % L == 0);
+  V acc[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) acc[i] = V(T(0));
   for (index_t k = 0; k < K; k += L) {
     V a[4], b[4];
 #pragma GCC unroll 4
@@ -207,10 +229,9 @@ void winograd_block_nt(const T* A, const T* B, T* C, index_t N, index_t K, index
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i)
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) acc[i][j] = xsimd::fma(a[i], b[j], acc[i][j]);
+      for (int j = 0; j < 4; ++j) acc[4 * i + j] = xsimd::fma(a[i], b[j], acc[4 * i + j]);
   }
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) C[i * N + j] += xsimd::hadd(acc[i][j]);
+  for (index_t g = 0; g < 16; g += L) (V::load_unaligned(C + g) + ordered_haddp<Arch>(acc + g)).store_unaligned(C + g);
 }
 }  // namespace detail
 
@@ -227,7 +248,7 @@ void winograd_gemm(const T* A, const T* B, T* C, index_t M, index_t N, index_t K
 template <class Arch = default_arch, class T>
 void winograd_gemm_nt(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ld) {
   for (index_t m = 0; m < M; m += 4)
-    for (index_t j = 0; j < N; j += 4) detail::winograd_block_nt<Arch>(A + m * ld, B + j * ld, C + m * N + j, N, K, ld);
+    for (index_t j = 0; j < N; j += 4) detail::winograd_block_nt<Arch>(A + m * ld, B + j * ld, C + nt_index(m, j, N), K, ld);
 }
 
 }  // namespace LAMINA_KERNELS_ISA_NS

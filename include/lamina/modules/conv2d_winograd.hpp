@@ -2,7 +2,7 @@
 // The Winograd F(2×2, 3×3) path of Conv2d for 3×3 kernels, stride 1, padding 1
 // (kernels/winograd.hpp has the transforms and the products).
 //
-// Images are taken in chunks of about a megabyte of transformed data; per chunk
+// Images are taken in chunks of about 2 MB of transformed data; per chunk
 // each plane is copied into its polyphase layout (zero padding built in),
 // transformed to V [16][C][tiles of the chunk], multiplied by the transformed
 // weights (16 products [Cout × Cin]·[Cin × tiles]) and transformed back, the
@@ -64,7 +64,7 @@ class Winograd3x3 {
     p.TH = (H + 1) / 2, p.TW = (W + 1) / 2, p.pitch = p.TW, p.Q = p.TH * p.pitch;
     p.ps = round_up(p.Q + p.pitch + 2 * L, L);
     p.Cp = round_up(std::max(Cin, Cout), kernels::winograd_mr);
-    const index_t cols = std::max<index_t>(64, (index_t(1) << 18) / (16 * (Cin + Cout)));
+    const index_t cols = std::max<index_t>(64, (index_t(1) << 19) / (16 * (Cin + Cout)));
     p.nimg = std::clamp<index_t>(cols / p.Q, 1, B);
     p.chunks = (B + p.nimg - 1) / p.nimg;
     p.ld = round_up(p.nimg * p.Q, k.winograd_nr) + L;
@@ -249,7 +249,8 @@ void Winograd3x3<T>::backward_weight(const T* x, const T* dy, T* dw) {
   for (std::size_t t = 1; t < scratch_.size(); ++t)
     for (std::size_t i = 0; i < s0.dU.size(); ++i) s0.dU[i] += scratch_[t].dU[i];
   for (index_t co = 0; co < p_.Cout; ++co)
-    for (index_t ci = 0; ci < p_.Cin; ++ci) winograd_weight_grad(s0.dU.data() + co * Ci4 + ci, us, dw + (co * p_.Cin + ci) * 9);
+    for (index_t ci = 0; ci < p_.Cin; ++ci)
+      winograd_weight_grad(s0.dU.data() + kernels::nt_index(co, ci, Ci4), us, dw + (co * p_.Cin + ci) * 9);
 }
 
 }  // namespace lamina::detail
