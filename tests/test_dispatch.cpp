@@ -40,6 +40,11 @@ TEMPLATE_TEST_CASE("the kernel table agrees with the scalar references", "[kerne
     const T w[2] = {T(0.5), T(-2)};
     tab.weighted_sum(vs, w, 2, p.data(), n);
     for (index_t i = 0; i < n; ++i) REQUIRE(p[std::size_t(i)] == Approx(0.5 * a[std::size_t(i)] - 2 * b[std::size_t(i)]).epsilon(1e-5).margin(1e-6));
+    double s[4], sr[4];
+    tab.residual_dots(a.data(), b.data(), n, vs, 2, p.data(), r.data(), s);
+    k::ref::residual_dots(a.data(), b.data(), n, vs, 2, nullptr, nullptr, sr);
+    for (index_t i = 0; i < n; ++i) REQUIRE((p[std::size_t(i)] == b[std::size_t(i)] && r[std::size_t(i)] == b[std::size_t(i)] - a[std::size_t(i)]));
+    for (int j = 0; j < 4; ++j) REQUIRE(s[j] == Approx(sr[j]).epsilon(1e-4).margin(1e-4 * double(n + 1)));
   }
   // The small SPD solves: the table's lane count, diagonally dominant systems against the scalar twin.
   const index_t L = tab.spd_lanes, m = 4;

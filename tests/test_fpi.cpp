@@ -147,7 +147,7 @@ TEST_CASE("fpi solvers: the batched steppers reproduce the plain single-sample r
     for (index_t i = 0; i < out.size(); ++i) out.data()[i] = std::tanh(out.data()[i]);
   };
   for (Method m : {Method::picard, Method::anderson, Method::broyden}) {
-    for (index_t mem : {3, 5, 12})  // 12: past the fixed-size small solves
+    for (index_t mem : {2, 3, 5, 12})  // 2: the closed-form pairs; 12: past the fixed-size small solves
     for (double lambda : {1e-4, 0.3}) {  // 0.3: the regulariser's scale changes the iterates
       INFO("method " << fpi::name(m) << ", memory " << mem << ", lambda " << lambda);
       const fpi::SolverOptions o{.method = m, .tol = 1e-9, .max_iter = 300, .tau = 0.8, .m = mem, .lambda = lambda,

@@ -16,6 +16,7 @@
 #include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
 #include "lamina/kernels/log.hpp"
+#include "lamina/kernels/residual.hpp"
 #include "lamina/kernels/softmax.hpp"
 #include "lamina/kernels/spd_lanes.hpp"
 #include "lamina/kernels/tanh.hpp"
@@ -1065,5 +1066,52 @@ TEST_CASE("spd_solve_lanes equals its scalar twin and Eigen's LLT for every size
     k::spd_solve_lanes(A1.data(), b1.data(), n, ok1.data());
     CHECK(int(ok[std::size_t(l)]) == 1);
     for (index_t r = 0; r < n; ++r) CHECK(b[std::size_t(r * L + l)] == b1[std::size_t(r * L + l)]);
+  }
+}
+
+TEMPLATE_TEST_CASE("residual_dots equals its reference for every width and row count, and propagates NaN and Inf",
+                   "[kernels][residual][adversarial]", float, double) {
+  using T = TestType;
+  const T tinf = std::numeric_limits<T>::infinity(), tnan = std::numeric_limits<T>::quiet_NaN();
+  const double eps = std::numeric_limits<T>::epsilon();
+  // Rows 0 … 4 take the fixed-count bodies, 5, 9 and 32 the general one.
+  for (std::size_t n : {0, 1, 2, 3, 4, 5, 9, 32})
+    for (index_t w = 0; w <= 4 * index_t(k::lanes<T>) + 3; ++w)
+      for (bool store : {false, true}) {
+        INFO("rows " << n << ", width " << w << ", store " << store);
+        const auto x = randv<T>(w, 7 + std::uint64_t(w)), fx = randv<T>(w, 900 + std::uint64_t(w));
+        std::vector<std::vector<T>> rows;
+        std::vector<const T*> ptr;
+        for (std::size_t j = 0; j < n; ++j) rows.push_back(randv<T>(w, 5000 + 31 * j + std::uint64_t(w)));
+        for (const auto& r : rows) ptr.push_back(r.data());
+        std::vector<T> f(std::size_t(w) + 1, T(9)), g(f), fr(f), gr(f);
+        std::vector<double> s(n + 2, -1), sr(n + 2, -1);
+        k::residual_dots(x.data(), fx.data(), w, ptr.data(), n, store ? f.data() : nullptr, store ? g.data() : nullptr, s.data());
+        k::ref::residual_dots(x.data(), fx.data(), w, ptr.data(), n, store ? fr.data() : nullptr, store ? gr.data() : nullptr, sr.data());
+        CHECK(f == fr);  // stored exactly (or left alone), nothing written past w
+        CHECK(g == gr);
+        // Sums of w terms of magnitude ≤ 64 in T: |error| ≤ w·eps·Σ|terms| ≤ w·eps·64·w.
+        for (std::size_t j = 0; j < n + 2; ++j) CHECK(std::abs(s[j] - sr[j]) <= 64.0 * double(w * w + 1) * eps);
+      }
+  // Special values, in the vector body (element 0) and in the scalar tail (the last element).
+  const index_t w = 2 * index_t(k::lanes<T>) + 3;
+  for (index_t at : {index_t(0), w - 1}) {
+    INFO("special value at " << at);
+    std::vector<T> x(std::size_t(w), T(0.25)), fx(x), row(x);
+    const T* rows[1] = {row.data()};
+    double s[3];
+    x[std::size_t(at)] = tnan;  // g = NaN there: ‖g‖² and the dot are NaN, ‖fx‖² is not
+    k::residual_dots(x.data(), fx.data(), w, rows, 1, nullptr, nullptr, s);
+    CHECK(std::isnan(s[0]));
+    CHECK(s[1] == Approx(0.0625 * double(w)));
+    CHECK(std::isnan(s[2]));
+    x[std::size_t(at)] = T(0.25), fx[std::size_t(at)] = tinf;  // g = fx = Inf: both squared norms are Inf
+    k::residual_dots(x.data(), fx.data(), w, rows, 1, nullptr, nullptr, s);
+    CHECK(s[0] == inf);
+    CHECK(s[1] == inf);
+    CHECK(s[2] == inf);
+    fx[std::size_t(at)] = T(0.25), x[std::size_t(at)] = T(-0.0);  // signed zeros change nothing
+    k::residual_dots(x.data(), fx.data(), w, rows, 1, nullptr, nullptr, s);
+    CHECK(s[0] == Approx(0.0625));
   }
 }

@@ -23,10 +23,13 @@
 // or a non-finite α (λ = 0 with collinear residuals) falls back to a plain mixing
 // step and restarts that sample's history.
 //
-// Cost per sample and iteration, besides the map: two rows written into the
-// ring (f(x) and g), n dot products for the Gram row (the others are kept), an
-// n×n Cholesky (n ≤ m, shared by the lanes), n axpys for the mix. The buffers
-// are sized by reset(): nothing is allocated while iterating.
+// Cost per sample and iteration, besides the map: record() writes f(x) and g
+// into the ring and takes the new Gram row in the residual pass the solver
+// makes anyway (kernels/residual.hpp); then an n×n Cholesky (n ≤ m, shared by
+// the lanes; n = 2 in closed form) and one weighted sum of n rows for the mix.
+// On the E3 cells (64 wide) that is about a tenth of the map at m = 2 and two
+// fifths at m = 5. The buffers are sized by reset(): nothing is allocated while
+// iterating.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -36,6 +39,7 @@
 
 #include "lamina/core/eigen.hpp"
 #include "lamina/fpi/options.hpp"
+#include "lamina/fpi/residual.hpp"
 #include "lamina/kernels/dispatch.hpp"
 
 namespace lamina::fpi {
@@ -45,6 +49,7 @@ template <class T>
 class Anderson {
  public:
   static constexpr index_t max_memory = SolverOptions::max_anderson_memory;
+  static_assert(std::size_t(max_memory) <= kernels::residual_max_rows);
 
   void reset(index_t samples, index_t width, const SolverOptions& o) {
     w_ = width, m_ = o.m, lambda_ = o.lambda, beta_ = T(o.beta);
@@ -55,19 +60,38 @@ class Anderson {
     A_.resize(std::size_t(m_ * m_ * lanes_));
     b_.resize(std::size_t(m_ * lanes_));
   }
-  /// The next iterate of each listed sample: x + samples[k]·w ← the Anderson step
-  /// from its iterate xa + pos[k]·w and value fa + pos[k]·w (`width` values each).
-  /// The small solves of up to `lanes_` samples run together (kernels/spd_lanes.hpp).
+  /// Records sample i's new pair (x, fx = f(x)): (fx, g = fx − x) into its ring
+  /// and g's row of the Gram matrix, in the pass that also gives the relative
+  /// residual ‖g‖ / (‖fx‖ + 1e-9), which it returns (kernels/residual.hpp).
+  double record(index_t i, const T* x, const T* fx) {
+    const index_t slot = count_[std::size_t(i)]++ % m_;
+    const index_t n = std::min<index_t>(count_[std::size_t(i)], m_);
+    std::array<index_t, max_memory> col;  // the ring's other residuals, dotted with g
+    std::size_t r = 0;
+    for (index_t j = 0; j < n; ++j)
+      if (j != slot) terms_[r] = ring(G_, i, j), col[r++] = j;
+    double s[2 + max_memory];
+    kernels::table<T>().residual_dots(x, fx, w_, terms_.data(), r, ring(F_, i, slot), ring(G_, i, slot), s);
+    double* K = gram(i);
+    K[slot * m_ + slot] = s[0];
+    for (std::size_t q = 0; q < r; ++q) K[slot * m_ + col[q]] = K[col[q] * m_ + slot] = s[2 + q];
+    return relative_residual(s);
+  }
+  /// The next iterate of each listed sample, whose newest pair record() holds:
+  /// x + samples[k]·w ← the Anderson step from its iterate xa + pos[k]·w and value
+  /// fa + pos[k]·w (`width` values each). The small solves of up to `lanes_`
+  /// samples run together (kernels/spd_lanes.hpp).
   void step_rows(std::span<const index_t> samples, std::span<const index_t> pos, const T* xa, const T* fa, T* x) {
     for (std::size_t k0 = 0; k0 < samples.size(); k0 += std::size_t(lanes_)) {
       const index_t nb = std::min<index_t>(lanes_, index_t(samples.size() - k0));
       index_t nmax = 1;
       for (index_t l = 0; l < nb; ++l) {
-        const index_t i = samples[k0 + std::size_t(l)], p = pos[k0 + std::size_t(l)];
-        lane_[l] = record(i, xa + p * w_, fa + p * w_);
+        const index_t c = count_[std::size_t(samples[k0 + std::size_t(l)])];
+        lane_[l] = {.slot = (c - 1) % m_, .n = std::min(c, m_)};
         nmax = std::max(nmax, lane_[l].n);
       }
-      if (nmax > 1) solve_lanes(samples.subspan(k0, std::size_t(nb)), nmax);
+      if (nmax == 2) solve_pairs(samples.subspan(k0, std::size_t(nb)));
+      else if (nmax > 2) solve_lanes(samples.subspan(k0, std::size_t(nb)), nmax);
       for (index_t l = 0; l < nb; ++l) {
         const index_t i = samples[k0 + std::size_t(l)], p = pos[k0 + std::size_t(l)];
         mix(i, l, xa + p * w_, fa + p * w_, x + i * w_);
@@ -78,30 +102,10 @@ class Anderson {
  private:
   T* ring(Tensor<T>& t, index_t i, index_t slot) { return t.data() + (i * m_ + slot) * w_; }
   double* gram(index_t i) { return gram_.data() + i * m_ * m_; }
-  /// Row and column `slot` of sample i's Gram matrix from its new residual.
-  void update_gram(index_t i, index_t slot, index_t n) {
-    double* K = gram(i);
-    const auto gs = Eigen::Map<const ColVector<T>>(ring(G_, i, slot), w_);
-    for (index_t j = 0; j < n; ++j)
-      K[slot * m_ + j] = K[j * m_ + slot] = gs.dot(Eigen::Map<const ColVector<T>>(ring(G_, i, j), w_));
-  }
   struct Lane {
     index_t slot = 0, n = 1;  ///< ring slot of the newest pair, pairs in the ring
     bool ok = false;          ///< α solved and finite
   };
-  /// Writes sample i's newest pair into its ring and Gram matrix.
-  Lane record(index_t i, const T* x, const T* fx) {
-    const index_t slot = count_[std::size_t(i)]++ % m_;
-    T* f = ring(F_, i, slot);
-    T* g = ring(G_, i, slot);
-    for (index_t d = 0; d < w_; ++d) {
-      f[d] = fx[d];
-      g[d] = fx[d] - x[d];
-    }
-    const index_t n = std::min<index_t>(count_[std::size_t(i)], m_);
-    update_gram(i, slot, n);
-    return {.slot = slot, .n = n};
-  }
   /// α = K⁻¹1 / (1ᵀK⁻¹1) for the lanes of `samples` with n > 1, K = GGᵀ + λ'I in
   /// double: the lanes' systems padded to nmax with the identity (right-hand side
   /// 0 there, so α is 0 past n), solved together; b_ holds α, lane_[l].ok the outcome.
@@ -123,6 +127,23 @@ class Anderson {
     }
     kernels::table<T>().spd_solve_lanes(A_.data(), b_.data(), nmax, ok_.data());
     for (index_t l = 0; l < index_t(samples.size()); ++l) lane_[l].ok = lane_[l].n > 1 && ok_[std::size_t(l)] && normalise(l, nmax);
+  }
+  /// solve_lanes() when no lane holds more than two pairs, in closed form: with
+  /// K = [[a, b], [b, c]] + λ'I, K⁻¹1 ∝ (c' − b, a' − b) and α = that / (a' + c' − 2b)
+  /// (a' = a + λ', c' = c + λ'); K is positive definite iff a' > 0 and a'c' > b².
+  void solve_pairs(std::span<const index_t> samples) {
+    for (index_t l = 0; l < index_t(samples.size()); ++l) {
+      Lane& ln = lane_[l];
+      ln.ok = false;
+      if (ln.n < 2) continue;
+      const double* K = gram(samples[std::size_t(l)]);
+      const double reg = lambda_ * K[ln.slot * m_ + ln.slot];
+      const double a = K[0] + reg, b = K[1], c = K[m_ + 1] + reg, sum = a + c - 2 * b;
+      if (!(a > 0 && a * c > b * b) || !std::isfinite(sum) || sum == 0) continue;
+      b_[std::size_t(l)] = (c - b) / sum;
+      b_[std::size_t(lanes_ + l)] = (a - b) / sum;
+      ln.ok = true;
+    }
   }
   /// α of lane l divided by its sum; false when the sum is zero or not finite.
   bool normalise(index_t l, index_t nmax) {

@@ -17,25 +17,18 @@
 #include <span>
 #include <vector>
 
-#include "lamina/core/eigen.hpp"
 #include "lamina/core/rows.hpp"
 #include "lamina/fpi/anderson.hpp"
 #include "lamina/fpi/broyden.hpp"
 #include "lamina/fpi/options.hpp"
 #include "lamina/fpi/picard.hpp"
 #include "lamina/fpi/report.hpp"
+#include "lamina/fpi/residual.hpp"
 
 namespace lamina::fpi {
 
 template <class F, class T>
 concept RowMap = std::invocable<F&, ConstView<T>, std::span<const index_t>, View<T>>;
-
-/// ‖fx − x‖ / (‖fx‖ + 1e-9) of one sample (`w` values).
-template <class T>
-double relative_residual(const T* x, const T* fx, index_t w) noexcept {
-  const Eigen::Map<const ColVector<T>> a(x, w), b(fx, w);
-  return double((b - a).norm()) / (double(b.norm()) + 1e-9);
-}
 
 template <class T>
 class Solver {
@@ -69,7 +62,7 @@ class Solver {
       r.evaluations += index_t(active_.size());
       next_.clear(), pos_.clear();
       for (std::size_t j = 0; j < active_.size(); ++j)
-        if (advance(j, it, z, w, o, r)) next_.push_back(active_[j]), pos_.push_back(index_t(j));
+        if (advance(st, j, it, z, w, o, r)) next_.push_back(active_[j]), pos_.push_back(index_t(j));
       step(st, w);
       active_.swap(next_);
     }
@@ -84,11 +77,12 @@ class Solver {
     f(xa_.cview(), std::span<const index_t>(active_), fa_.view());
   }
   /// Residual bookkeeping of active_[j]; true when it goes on iterating.
-  bool advance(std::size_t j, index_t it, View<T> z, index_t w, const SolverOptions& o, SolveReport& r) {
+  template <class Stepper>
+  bool advance(Stepper& st, std::size_t j, index_t it, View<T> z, index_t w, const SolverOptions& o, SolveReport& r) {
     const index_t i = active_[j];
     const T* xj = xa_.data() + index_t(j) * w;
     const T* fj = fa_.data() + index_t(j) * w;
-    const double res = relative_residual(xj, fj, w);
+    const double res = residual(st, i, xj, fj, w);
     SampleReport& s = r.samples[std::size_t(i)];
     s.iterations = it;
     if (res < s.residual || it == 1) {  // it == 1: the first iterate is returned even if not finite
@@ -101,6 +95,13 @@ class Solver {
       return false;
     }
     return std::isfinite(res);  // diverged: stop spending work on it
+  }
+  /// The relative residual of sample i; a stepper with record() (Anderson) takes
+  /// its history from the same pass.
+  template <class Stepper>
+  double residual(Stepper& st, index_t i, const T* x, const T* fx, index_t w) {
+    if constexpr (requires { st.record(i, x, fx); }) return st.record(i, x, fx);
+    else return relative_residual(x, fx, w);
   }
   /// x_[next_[k]] ← the step from xa_[pos_[k]] and fa_[pos_[k]], for every k.
   template <class Stepper>

@@ -13,6 +13,7 @@
 #include "lamina/kernels/depthwise_conv3x3.hpp"
 #include "lamina/kernels/exp.hpp"
 #include "lamina/kernels/kl_divergence.hpp"
+#include "lamina/kernels/residual.hpp"
 #include "lamina/kernels/short_rows.hpp"
 #include "lamina/kernels/softmax.hpp"
 #include "lamina/kernels/spd_lanes.hpp"
@@ -66,6 +67,9 @@ struct KernelTable {
   // Small SPD solves in double, one system per lane (spd_lanes.hpp; the same in every table).
   index_t spd_lanes;  ///< systems per call (lanes<double>)
   void (*spd_solve_lanes)(double* A, double* b, index_t n, std::uint8_t* ok);
+  // The residual pass of a fixed-point solve (residual.hpp).
+  void (*residual_dots)(const T* x, const T* fx, index_t w, const T* const* rows, std::size_t n, T* f, T* g,
+                        double* s);
 };
 
 inline namespace LAMINA_KERNELS_ISA_NS {
@@ -112,7 +116,8 @@ KernelTable<T> make_table() {
           &bn_grad_sums<Arch, T>,
           &bn_backward<Arch, T>,
           lanes<double, Arch>,
-          &spd_solve_lanes<Arch>};
+          &spd_solve_lanes<Arch>,
+          &residual_dots<Arch, T>};
 }
 }  // namespace LAMINA_KERNELS_ISA_NS
 
