@@ -55,7 +55,12 @@ class ReLU {
     const T* gp = dy.data();
     T* dxp = dx.data();
     const index_t n = dy.size();
-    for_each_large(n, [=](index_t i) { dxp[i] += xp[i] > T(0) ? gp[i] : T(0); });
+    // dy loaded whatever the sign, so that the select vectorises (a load only
+    // where x > 0 kept GCC 12 to a scalar loop with a branch per element).
+    for_each_large(n, [=](index_t i) {
+      const T g = gp[i];
+      dxp[i] += xp[i] > T(0) ? g : T(0);
+    });
   }
   void forward(ConstView<T> x, View<T> y) { forward(x, y, cache_); }
   void backward(ConstView<T> dy, View<T> dx, Grad g = {}) { backward(cache_, dy, dx, g); }
