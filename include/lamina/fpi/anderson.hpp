@@ -78,10 +78,10 @@ class Anderson {
     return relative_residual(s);
   }
   /// The next iterate of each listed sample, whose newest pair record() holds:
-  /// x + samples[k]·w ← the Anderson step from its iterate xa + pos[k]·w and value
-  /// fa + pos[k]·w (`width` values each). The small solves of up to `lanes_`
-  /// samples run together (kernels/spd_lanes.hpp).
-  void step_rows(std::span<const index_t> samples, std::span<const index_t> pos, const T* xa, const T* fa, T* x) {
+  /// xa + k·w ← the Anderson step from its iterate xa + pos[k]·w and value
+  /// fa + pos[k]·w (`width` values each; pos[k] ≥ k, rows packed in place). The
+  /// small solves of up to `lanes_` samples run together (kernels/spd_lanes.hpp).
+  void step_rows(std::span<const index_t> samples, std::span<const index_t> pos, T* xa, const T* fa) {
     for (std::size_t k0 = 0; k0 < samples.size(); k0 += std::size_t(lanes_)) {
       const index_t nb = std::min<index_t>(lanes_, index_t(samples.size() - k0));
       index_t nmax = 1;
@@ -93,8 +93,8 @@ class Anderson {
       if (nmax == 2) solve_pairs(samples.subspan(k0, std::size_t(nb)));
       else if (nmax > 2) solve_lanes(samples.subspan(k0, std::size_t(nb)), nmax);
       for (index_t l = 0; l < nb; ++l) {
-        const index_t i = samples[k0 + std::size_t(l)], p = pos[k0 + std::size_t(l)];
-        mix(i, l, xa + p * w_, fa + p * w_, x + i * w_);
+        const index_t k = index_t(k0) + l, i = samples[std::size_t(k)], p = pos[std::size_t(k)];
+        mix(i, l, xa + p * w_, fa + p * w_, xa + k * w_);
       }
     }
   }
@@ -155,7 +155,8 @@ class Anderson {
     return true;
   }
   /// out = Σ α_j (f_j − (1−β) g_j) = β Σ α f + (1−β) Σ α x with x_j = f_j − g_j; a
-  /// plain mixing step when the ring holds one pair or α failed (then the ring restarts).
+  /// plain mixing step when the ring holds one pair or α failed (then the ring
+  /// restarts). out may be x.
   void mix(index_t i, index_t l, const T* x, const T* fx, T* out) {
     const Lane& ln = lane_[l];
     if (!ln.ok) {

@@ -27,6 +27,7 @@ class Broyden {
     gprev_.resize(Shape{samples, width});
     count_.assign(std::size_t(samples), -1);  // -1: no previous iterate
   }
+  /// out = the Broyden step of sample i from x and fx = f(x); out may be x.
   void step(index_t i, const T* x, const T* fx, T* out) {
     const Vec xv(x, w_), fv(fx, w_);
     Out next(out, w_);
@@ -37,14 +38,14 @@ class Broyden {
     if (count < 0) count = 0;
     const index_t n = count;
     auto U = rows(U_, i, n), V = rows(V_, i, n);
-    next = xv + g_;  // x − H g with H = −I ...
+    xp = xv;  // before out is written: out may be x
+    gp = g_;
+    next = xp + g_;  // x − H g with H = −I ...
     if (n > 0) next.noalias() -= U.transpose() * (V * g_);  // ... + Σ u_j v_jᵀ
     if (!next.allFinite()) {
       next = fv;
       count = 0;
     }
-    xp = xv;
-    gp = g_;
   }
 
  private:

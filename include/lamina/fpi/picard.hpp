@@ -13,7 +13,7 @@ class Picard {
     w_ = width;
     tau_ = T(o.tau);
   }
-  /// out = (1−τ) x + τ fx for one sample (x, fx, out: `width` values each).
+  /// out = (1−τ) x + τ fx for one sample (x, fx, out: `width` values each; out may be x).
   void step(index_t /*sample*/, const T* x, const T* fx, T* out) const noexcept {
     const T keep = T(1) - tau_;
     for (index_t d = 0; d < w_; ++d) out[d] = keep * x[d] + tau_ * fx[d];

@@ -50,15 +50,16 @@ class Solver {
   template <class Stepper, class F>
   void run(Stepper& st, F& f, View<T> z, const SolverOptions& o, SolveReport& r) {
     const index_t N = z.dim(0), w = z.size() / N;
-    x_.resize(Shape{N, w});
-    std::copy(z.data(), z.data() + z.size(), x_.data());
+    xa_.resize(z.shape());
+    fa_.resize(z.shape());
+    std::copy(z.data(), z.data() + z.size(), xa_.data());  // every sample active, in order
     st.reset(N, w, o);
     r.samples.assign(std::size_t(N), SampleReport{});
     r.evaluations = 0;
     active_.resize(std::size_t(N));
     for (index_t i = 0; i < N; ++i) active_[std::size_t(i)] = i;
     for (index_t it = 1; it <= o.max_iter && !active_.empty(); ++it) {
-      evaluate(f, z.shape(), w);
+      evaluate(f, z.shape());
       r.evaluations += index_t(active_.size());
       next_.clear(), pos_.clear();
       for (std::size_t j = 0; j < active_.size(); ++j)
@@ -67,14 +68,11 @@ class Solver {
       active_.swap(next_);
     }
   }
-  /// fa_ = f(x_[active]) with xa_ = x_[active].
+  /// fa_ = f(xa_) for the active samples, whose iterates are the first rows of xa_, in order.
   template <class F>
-  void evaluate(F& f, const Shape& batch, index_t w) {
+  void evaluate(F& f, const Shape& batch) {
     const Shape s = with_rows(batch, index_t(active_.size()));
-    xa_.resize(s);
-    fa_.resize(s);
-    gather_rows(x_.cview(), active_, xa_.view().reshape(Shape{s[0], w}));
-    f(xa_.cview(), std::span<const index_t>(active_), fa_.view());
+    f(ConstView<T>(xa_.data(), s), std::span<const index_t>(active_), View<T>(fa_.data(), s));
   }
   /// Residual bookkeeping of active_[j]; true when it goes on iterating.
   template <class Stepper>
@@ -103,21 +101,23 @@ class Solver {
     if constexpr (requires { st.record(i, x, fx); }) return st.record(i, x, fx);
     else return relative_residual(x, fx, w);
   }
-  /// x_[next_[k]] ← the step from xa_[pos_[k]] and fa_[pos_[k]], for every k.
+  /// xa_[k] ← the step from xa_[pos_[k]] and fa_[pos_[k]], for k = 0, 1, …: the
+  /// samples going on are packed in place (pos_[k] ≥ k, so each row is read before
+  /// it is overwritten; a stepper's out may be its x).
   template <class Stepper>
   void step(Stepper& st, index_t w) {
-    if constexpr (requires { st.step_rows(next_, pos_, xa_.data(), fa_.data(), x_.data()); }) {
-      st.step_rows(next_, pos_, xa_.data(), fa_.data(), x_.data());  // samples batched (Anderson's small solves)
+    if constexpr (requires { st.step_rows(next_, pos_, xa_.data(), fa_.data()); }) {
+      st.step_rows(next_, pos_, xa_.data(), fa_.data());  // samples batched (Anderson's small solves)
     } else {
       for (std::size_t k = 0; k < next_.size(); ++k)
-        st.step(next_[k], xa_.data() + pos_[k] * w, fa_.data() + pos_[k] * w, x_.data() + next_[k] * w);
+        st.step(next_[k], xa_.data() + pos_[k] * w, fa_.data() + pos_[k] * w, xa_.data() + index_t(k) * w);
     }
   }
 
   Picard<T> picard_;
   Anderson<T> anderson_;
   Broyden<T> broyden_;
-  Tensor<T> x_, xa_, fa_;
+  Tensor<T> xa_, fa_;  // the active samples' iterates and values, rows packed in the order of active_
   std::vector<index_t> active_, next_, pos_;  // active samples, those going on, their rows in xa_/fa_
 };
 
