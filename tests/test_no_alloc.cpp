@@ -280,3 +280,50 @@ TEST_CASE("a warm E1 LAUREL training step and inference batch allocate nothing",
     check_no_allocation(e);
   }
 }
+
+// A fixed-point solve sizes its buffers on the first call of a shape; a warm
+// solve allocates nothing, for every solver, while the active samples shrink
+// (the contraction's samples stop at different iterations).
+TEST_CASE("a warm FPI solve and FPI layer inference allocate nothing", "[fpi][alloc]") {
+#if !defined(LAMINA_COUNT_ALLOCATIONS)
+  SUCCEED("allocation counting is off under AddressSanitizer");
+  return;
+#endif
+  const index_t N = 24, D = 16;
+  Rng rng(5);
+  Tensor<float> A(Shape{D, D}), b(Shape{N, D});
+  for (float& v : A.span()) v = float(rng.uniform(-1.8, 1.8) / std::sqrt(double(D)));
+  for (float& v : b.span()) v = float(rng.uniform(-1, 1));
+  // tanh(c_i z A + b_i), plain loops; c_i = (i + 1)/N: sample i contracts at its own rate.
+  auto f = [&](ConstView<float> z, std::span<const index_t> rows, View<float> out) {
+    for (std::size_t k = 0; k < rows.size(); ++k)
+      for (index_t d = 0; d < D; ++d) {
+        float s = 0;
+        for (index_t e = 0; e < D; ++e) s += z.data()[index_t(k) * D + e] * A[e * D + d];
+        out.data()[index_t(k) * D + d] = std::tanh(s * float(rows[k] + 1) / float(N) + b[rows[k] * D + d]);
+      }
+  };
+  for (fpi::Method m : {fpi::Method::picard, fpi::Method::anderson, fpi::Method::broyden})
+    for (index_t mem : {2, 5}) {
+      INFO("method " << fpi::name(m) << ", memory " << mem);
+      const fpi::SolverOptions o{.method = m, .tol = 1e-6, .max_iter = 60, .m = mem, .broyden_memory = mem};
+      fpi::Solver<float> s;
+      fpi::SolveReport r;
+      Tensor<float> z(Shape{N, D});
+      s.solve(f, z.view(), o, r);
+      CHECK(r.max_iterations() > r.samples.front().iterations);  // the active rows do shrink
+      z.zero();
+      CHECK(allocations_of([&] { s.solve(f, z.view(), o, r); }) == 0);
+      CHECK(r.all_converged());
+    }
+  auto layer = make_tanh_fpi<float>(D, D, rng, {});
+  Tensor<float> x(Shape{N, D}), y(Shape{N, D});
+  for (float& v : x.span()) v = float(rng.uniform(-1, 1));
+  for (fpi::Method m : {fpi::Method::picard, fpi::Method::anderson}) {
+    fpi::Options o = layer.options();
+    o.forward.method = m;
+    layer.set_options(o);
+    layer.infer(x.cview(), y.view());
+    CHECK(allocations_of([&] { layer.infer(x.cview(), y.view()); }) == 0);
+  }
+}

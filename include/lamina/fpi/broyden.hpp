@@ -26,6 +26,8 @@ class Broyden {
     xprev_.resize(Shape{samples, width});
     gprev_.resize(Shape{samples, width});
     count_.assign(std::size_t(samples), -1);  // -1: no previous iterate
+    for (ColVector<T>* v : {&g_, &s_, &y_, &Hy_, &sH_}) v->resize(width);
+    c_.resize(cap_);
   }
   /// out = the Broyden step of sample i from x and fx = f(x); out may be x.
   void step(index_t i, const T* x, const T* fx, T* out) {
@@ -34,14 +36,20 @@ class Broyden {
     g_ = fv - xv;
     MVec xp(xprev_.data() + i * w_, w_), gp(gprev_.data() + i * w_, w_);
     index_t& count = count_[std::size_t(i)];
-    if (count >= 0) update(i, xv - xp, g_ - gp);
+    if (count >= 0) {
+      s_ = xv - xp, y_ = g_ - gp;
+      update(i);
+    }
     if (count < 0) count = 0;
     const index_t n = count;
     auto U = rows(U_, i, n), V = rows(V_, i, n);
     xp = xv;  // before out is written: out may be x
     gp = g_;
     next = xp + g_;  // x − H g with H = −I ...
-    if (n > 0) next.noalias() -= U.transpose() * (V * g_);  // ... + Σ u_j v_jᵀ
+    if (n > 0) {  // ... + Σ u_j v_jᵀ
+      c_.head(n).noalias() = V * g_;
+      next.noalias() -= U.transpose() * c_.head(n);
+    }
     if (!next.allFinite()) {
       next = fv;
       count = 0;
@@ -56,16 +64,20 @@ class Broyden {
   Rows rows(Tensor<T>& t, index_t i, index_t n) {
     return Rows(t.data() + i * cap_ * w_, n, w_, Eigen::OuterStride<>(w_));
   }
-  /// Adds the rank-one correction of sample i for the secant pair (s, y).
-  void update(index_t i, const ColVector<T>& s, const ColVector<T>& y) {
+  /// Adds the rank-one correction of sample i for the secant pair (s, y) = (s_, y_).
+  void update(index_t i) {
+    const ColVector<T>& s = s_;
+    const ColVector<T>& y = y_;
     index_t& count = count_[std::size_t(i)];
     if (count == cap_) count = 0;  // memory used up: restart from H = −I with this pair
     auto U = rows(U_, i, count), V = rows(V_, i, count);
     Hy_ = -y;
     sH_ = -s;
     if (count > 0) {
-      Hy_.noalias() += U.transpose() * (V * y);
-      sH_.noalias() += V.transpose() * (U * s);
+      c_.head(count).noalias() = V * y;
+      Hy_.noalias() += U.transpose() * c_.head(count);
+      c_.head(count).noalias() = U * s;
+      sH_.noalias() += V.transpose() * c_.head(count);
     }
     const T denom = s.dot(Hy_);
     if (!(std::abs(denom) > T(1e-30)) || !std::isfinite(denom)) return;
@@ -78,7 +90,7 @@ class Broyden {
   index_t w_ = 0, cap_ = 1;
   Tensor<T> U_, V_, xprev_, gprev_;
   std::vector<index_t> count_;
-  ColVector<T> g_, Hy_, sH_;
+  ColVector<T> g_, s_, y_, Hy_, sH_, c_;  // sized by reset(): a step allocates nothing
 };
 
 }  // namespace lamina::fpi

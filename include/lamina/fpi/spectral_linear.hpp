@@ -43,7 +43,7 @@ class SpectralLinear {
     require(o.power_iterations >= 1, "SpectralLinear", "power_iterations", ">= 1", o.power_iterations);
     require(o.init_iterations >= 1, "SpectralLinear", "init_iterations", ">= 1", o.init_iterations);
     W_ = Tensor<T>(Shape{in, out}), dW_ = Tensor<T>(Shape{in, out}), Weff_ = Tensor<T>(Shape{in, out});
-    u_ = Tensor<T>(Shape{in}), v_ = Tensor<T>(Shape{out});
+    u_ = Tensor<T>(Shape{in}), v_ = Tensor<T>(Shape{out}), Wv_ = Tensor<T>(Shape{in});
     const double a = 1.0 / std::sqrt(double(in));
     init::uniform(W_.view(), -a, a, rng);
     for (index_t i = 0; i < in; ++i) u_[i] = T(rng.normal());
@@ -125,7 +125,8 @@ class SpectralLinear {
   /// σ̂, the scale and Ŵ from the current W.
   void refresh() {
     const auto W = as_matrix(W_.cview());
-    sigma_ = double(as_vector(u_.cview()).dot(W * as_vector(v_.cview())));
+    as_vector(Wv_.view()).noalias() = W * as_vector(v_.cview());  // a member: no temporary per call
+    sigma_ = double(as_vector(u_.cview()).dot(as_vector(Wv_.cview())));
     scale_ = o_.enabled ? std::max(1.0, sigma_ / o_.kappa) : 1.0;
     as_matrix(Weff_.view()) = W / T(scale_);
   }
@@ -142,7 +143,7 @@ class SpectralLinear {
 
   index_t in_, out_;
   SpectralOptions o_;
-  Tensor<T> W_, dW_, Weff_, u_, v_;
+  Tensor<T> W_, dW_, Weff_, u_, v_, Wv_;
   double sigma_ = 0, scale_ = 1;
   bool held_ = false, training_ = true;
   Cache cache_;
