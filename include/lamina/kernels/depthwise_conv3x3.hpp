@@ -139,7 +139,9 @@ void stencil3x3_backward(FlatPlane<T, Arch>& fg, FlatPlane<T, Arch>& fx, const T
   const T* left = fg.left.data();
   const T* right = fg.right.data();
   const V r0(r[0]), r1(r[1]), r2(r[2]), r3(r[3]), r4(r[4]), r5(r[5]), r6(r[6]), r7(r[7]), r8(r[8]);
-  V a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0)), a4(T(0)), a5(T(0)), a6(T(0)), a7(T(0)), a8(T(0));
+  // The sums start at −0, the exact identity of addition (+0 would turn a sum of −0 terms into +0).
+  const V z(T(-0.0));
+  V a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, a6 = z, a7 = z, a8 = z;
   index_t i = 0;
   for (; i + L <= HW; i += L) {
     __builtin_prefetch(next_x + i);
@@ -167,7 +169,8 @@ void stencil3x3_backward(FlatPlane<T, Arch>& fg, FlatPlane<T, Arch>& fx, const T
     a7 = xsimd::fma(gc, V::load_unaligned(q + W), a7);
     a8 = xsimd::fma(gc, rz(q + W + 1), a8);
   }
-  T t[9] = {};
+  T t[9];
+  std::fill(t, t + 9, T(-0.0));
   for (; i < HW; ++i) {
     const bool lm = left[i] != T(0), rm = right[i] != T(0);
     const T* c = g + i;
