@@ -3,6 +3,7 @@
 // accuracy bounds of spec/kernels.md.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -434,6 +435,127 @@ TEMPLATE_TEST_CASE("depthwise 3x3 convolution equals the reference for every wid
       k::ref::depthwise_conv3x3_backward(x.data(), w.data(), dy.data(), dxr.data(), dwr.data(), B, C, H, W);
       for (index_t i = 0; i < n; ++i) REQUIRE(close(dx[std::size_t(i)], dxr[std::size_t(i)], tol, tol));
       for (index_t i = 0; i < C * 9; ++i) REQUIRE(close(dw[std::size_t(i)], dwr[std::size_t(i)], tol, 10 * tol));
+    }
+}
+
+namespace {
+// The depthwise backward in T against the reference in double: dx and dw within
+// tol of the sum of the magnitudes of their terms (the reference run on |x|,
+// |w|, |dy| and the magnitudes of the starting dx and dw), NaN only where the
+// reference is NaN and an Inf equal to its Inf. dx and dw start non-zero: the
+// kernel adds. Twice, so that the second call adds to the first.
+template <class T>
+void check_depthwise_backward(const std::vector<T>& x, const std::vector<T>& w, const std::vector<T>& dy,
+                              const std::vector<T>& dx0, const std::vector<T>& dw0, index_t B, index_t C, index_t H,
+                              index_t W, double tol) {
+  const auto to_d = [](const std::vector<T>& v, bool mag) {
+    std::vector<double> d(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) d[i] = mag ? std::abs(double(v[i])) : double(v[i]);
+    return d;
+  };
+  std::vector<T> dx = dx0, dw = dw0;
+  std::vector<double> dxr = to_d(dx0, false), dwr = to_d(dw0, false), dxm = to_d(dx0, true), dwm = to_d(dw0, true);
+  const auto xd = to_d(x, false), wd = to_d(w, false), dyd = to_d(dy, false);
+  const auto xm = to_d(x, true), wm = to_d(w, true), dym = to_d(dy, true);
+  for (int call = 0; call < 2; ++call) {
+    INFO("call " << call);
+    k::depthwise_conv3x3_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), B, C, H, W);
+    k::ref::depthwise_conv3x3_backward(xd.data(), wd.data(), dyd.data(), dxr.data(), dwr.data(), B, C, H, W);
+    k::ref::depthwise_conv3x3_backward(xm.data(), wm.data(), dym.data(), dxm.data(), dwm.data(), B, C, H, W);
+    for (std::size_t i = 0; i < dx.size(); ++i) {
+      INFO("dx[" << i << "] = " << dx[i] << ", reference " << dxr[i]);
+      REQUIRE(close(dx[i], dxr[i], 0, std::isfinite(dxm[i]) ? tol * dxm[i] : 0));
+    }
+    for (std::size_t i = 0; i < dw.size(); ++i) {
+      INFO("dw[" << i << "] = " << dw[i] << ", reference " << dwr[i]);
+      REQUIRE(close(dw[i], dwr[i], 0, std::isfinite(dwm[i]) ? tol * dwm[i] : 0));
+    }
+  }
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("depthwise 3x3 backward equals the double reference on every H, W up to 20 and 28", "[kernels][depthwise]",
+                   float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+  std::vector<index_t> sizes;
+  for (index_t n = 1; n <= 20; ++n) sizes.push_back(n);
+  sizes.push_back(28);
+  const index_t BC[][2] = {{1, 1}, {3, 2}, {2, 5}};
+  for (index_t H : sizes)
+    for (index_t W : sizes) {
+      const auto [B, C] = BC[std::size_t(H * 7 + W) % 3];  // every shape with one of the batch/channel counts
+      INFO("B " << B << " C " << C << " H " << H << " W " << W);
+      const index_t n = B * C * H * W;
+      const auto seed = std::uint64_t(H * 100 + W);
+      check_depthwise_backward<T>(randv<T>(n, seed), randv<T>(C * 9, seed + 1), randv<T>(n, seed + 2),
+                                  randv<T>(n, seed + 3), randv<T>(C * 9, seed + 4), B, C, H, W, tol);
+    }
+  // A few shapes with every batch/channel count, and channels to 17.
+  for (index_t H : {index_t(1), index_t(7), index_t(28)})
+    for (index_t W : {index_t(1), index_t(3), k::lanes<T> + 1, index_t(28)})
+      for (const auto& bc : {std::array<index_t, 2>{1, 1}, {3, 2}, {2, 5}, {1, 17}, {4, 3}}) {
+        const index_t B = bc[0], C = bc[1], n = B * C * H * W;
+        INFO("B " << B << " C " << C << " H " << H << " W " << W);
+        check_depthwise_backward<T>(randv<T>(n, 11), randv<T>(C * 9, 12), randv<T>(n, 13), randv<T>(n, 14),
+                                    randv<T>(C * 9, 15), B, C, H, W, tol);
+      }
+}
+
+TEMPLATE_TEST_CASE("depthwise 3x3 backward propagates NaN, Inf and -0 as the reference does", "[kernels][depthwise][adversarial]",
+                   float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+  const T NaN = T(nan_), Inf = T(inf);
+  const index_t B = 2, C = 2;
+  for (index_t H : {index_t(1), index_t(2), index_t(5), index_t(28)})
+    for (index_t W : {index_t(1), index_t(3), k::lanes<T> - 1, k::lanes<T> + 1, index_t(28)}) {
+      const index_t HW = H * W, n = B * C * HW;
+      // Corners, an edge, the centre and the last element of the last plane.
+      const index_t spots[] = {0, W - 1, (H - 1) * W, HW - 1, (H / 2) * W, (H / 2) * W + W / 2, HW + W / 2, n - 1};
+      for (T bad : {NaN, Inf, -Inf})
+        for (index_t pos : spots)
+          for (int where = 0; where < 4; ++where) {  // x, dy, the starting dx, the starting dw
+            INFO("H " << H << " W " << W << " value " << bad << " at " << pos << " in " << where);
+            auto x = randv<T>(n, 21), w = randv<T>(C * 9, 22), dy = randv<T>(n, 23), dx = randv<T>(n, 24),
+                 dw = randv<T>(C * 9, 25);
+            (where == 0 ? x : where == 1 ? dy : where == 2 ? dx : dw)[std::size_t(where == 3 ? pos % (C * 9) : pos)] = bad;
+            check_depthwise_backward<T>(x, w, dy, dx, dw, B, C, H, W, tol);
+          }
+      // A non-finite weight meets the padding (0·Inf = NaN) in dx.
+      for (T bad : {NaN, Inf})
+        for (index_t tap = 0; tap < 9; ++tap) {
+          INFO("H " << H << " W " << W << " weight " << bad << " at tap " << tap);
+          auto w = randv<T>(C * 9, 26);
+          w[std::size_t(9 + tap)] = bad;
+          check_depthwise_backward<T>(randv<T>(n, 27), w, randv<T>(n, 28), randv<T>(n, 29), randv<T>(C * 9, 30), B, C,
+                                      H, W, tol);
+        }
+      // Zeros of both signs only: every output is a sum of zeros, whose sign does
+      // not depend on the order (−0 only when every term is −0), so it must be the reference's.
+      for (int pattern = 0; pattern < 3; ++pattern) {
+        INFO("H " << H << " W " << W << " zero pattern " << pattern);
+        const auto sz = [&](index_t m, std::uint64_t seed) {
+          auto v = randv<T>(m, seed);
+          for (auto& e : v) e = pattern == 0 ? T(-0.0) : std::copysign(T(0), e);
+          return v;
+        };
+        auto x = sz(n, 31), dy = sz(n, 32), dx = sz(n, 33), dw = sz(C * 9, 34), w = randv<T>(C * 9, 35);
+        if (pattern == 2) w = sz(C * 9, 36);
+        std::vector<T> dxr = dx, dwr = dw;
+        k::depthwise_conv3x3_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), B, C, H, W);
+        k::ref::depthwise_conv3x3_backward(x.data(), w.data(), dy.data(), dxr.data(), dwr.data(), B, C, H, W);
+        for (std::size_t i = 0; i < dx.size(); ++i) {
+          INFO("dx[" << i << "]");
+          REQUIRE(dx[i] == T(0));
+          REQUIRE(std::signbit(dx[i]) == std::signbit(dxr[i]));
+        }
+        for (std::size_t i = 0; i < dw.size(); ++i) {
+          INFO("dw[" << i << "]");
+          REQUIRE(dw[i] == T(0));
+          REQUIRE(std::signbit(dw[i]) == std::signbit(dwr[i]));
+        }
+      }
     }
 }
 

@@ -6,7 +6,9 @@
 // masks for the first and last column (detail::FlatPlane), so planes narrower
 // than a vector still vectorise. The input gradient is the same stencil with the
 // kernel rotated by 180° applied to dy; the weight gradient is 9 masked dot
-// products per plane.
+// products per plane. The backward takes the planes in memory order and does
+// both in one pass per plane over the flat copies of dy and x (which stay in
+// L1), the 9 dot products in registers, prefetching the next plane.
 // NaN/Inf propagate as in the arithmetic, padding included: a NaN or Inf
 // weight makes the border outputs NaN too (0·Inf = NaN), as in PyTorch.
 #include <vector>
@@ -119,36 +121,71 @@ void stencil3x3(FlatPlane<T, Arch>& f, const T* k, T* out) {
   }
 }
 
-/// dw[u·3+v] += Σ_i g[i] · p[i + (u−1)W + (v−1)] (masked), p the flat plane of x.
+/// One plane of the backward in one pass over the flat planes g (dy) and p (x):
+///   out[i] += Σ_{u,v} r[u·3+v] · g[i + (u−1)W + (v−1)]   (r the 180°-rotated weights)
+///   dw[u·3+v] += Σ_i g[i] · p[i + (u−1)W + (v−1)]
+/// (masked as in stencil3x3), so that dx and the 9 weight-gradient sums come from
+/// the same loads, the 9 sums in registers. `next_*` are the next plane's x, dy
+/// and dx (or the current ones for the last plane): one line of each is
+/// prefetched per vector, so the next plane streams in while this one is computed.
 template <class Arch, class T>
-void stencil3x3_weight_grad(FlatPlane<T, Arch>& f, const T* g, T* dw) {
+void stencil3x3_backward(FlatPlane<T, Arch>& fg, FlatPlane<T, Arch>& fx, const T* r, T* out, T* dw, const T* next_x,
+                         const T* next_dy, const T* next_dx) {
   using V = batch<T, Arch>;
   constexpr index_t L = FlatPlane<T, Arch>::L;
-  const index_t W = f.W, HW = f.HW;
-  const T* p = f.plane();
-  V acc[9];
-  for (auto& a : acc) a = V(T(0));
+  const index_t W = fg.W, HW = fg.HW;
+  const T* g = fg.plane();
+  const T* p = fx.plane();
+  const T* left = fg.left.data();
+  const T* right = fg.right.data();
+  const V r0(r[0]), r1(r[1]), r2(r[2]), r3(r[3]), r4(r[4]), r5(r[5]), r6(r[6]), r7(r[7]), r8(r[8]);
+  // The sums start at −0, the exact identity of addition (+0 would turn a sum of −0 terms into +0).
+  const V z(T(-0.0));
+  V a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, a6 = z, a7 = z, a8 = z;
   index_t i = 0;
   for (; i + L <= HW; i += L) {
-    const V gv = V::load_unaligned(g + i);
-    const auto lm = V::load_unaligned(f.left.data() + i) != V(T(0));
-    const auto rm = V::load_unaligned(f.right.data() + i) != V(T(0));
-    for (int u = 0; u < 3; ++u) {
-      const T* c = p + i + (u - 1) * W;
-      acc[u * 3 + 0] = xsimd::fma(gv, xsimd::select(lm, V::load_unaligned(c - 1), V(T(0))), acc[u * 3 + 0]);
-      acc[u * 3 + 1] = xsimd::fma(gv, V::load_unaligned(c), acc[u * 3 + 1]);
-      acc[u * 3 + 2] = xsimd::fma(gv, xsimd::select(rm, V::load_unaligned(c + 1), V(T(0))), acc[u * 3 + 2]);
-    }
+    __builtin_prefetch(next_x + i);
+    __builtin_prefetch(next_dy + i);
+    __builtin_prefetch(next_dx + i, 1);
+    const auto lm = V::load_unaligned(left + i) != V(T(0));
+    const auto rm = V::load_unaligned(right + i) != V(T(0));
+    // A wrapped neighbour becomes the padding's 0 before it is multiplied (see stencil3x3).
+    const auto lz = [&](const T* q) { return xsimd::select(lm, V::load_unaligned(q), V(T(0))); };
+    const auto rz = [&](const T* q) { return xsimd::select(rm, V::load_unaligned(q), V(T(0))); };
+    const T* c = g + i;
+    const V gc = V::load_unaligned(c);
+    const V mid = xsimd::fma(r1, V::load_unaligned(c - W), xsimd::fma(r4, gc, r7 * V::load_unaligned(c + W)));
+    const V lft = xsimd::fma(r0, lz(c - W - 1), xsimd::fma(r3, lz(c - 1), r6 * lz(c + W - 1)));
+    const V rgt = xsimd::fma(r2, rz(c - W + 1), xsimd::fma(r5, rz(c + 1), r8 * rz(c + W + 1)));
+    (mid + lft + rgt + V::load_unaligned(out + i)).store_unaligned(out + i);
+    const T* q = p + i;
+    a0 = xsimd::fma(gc, lz(q - W - 1), a0);
+    a1 = xsimd::fma(gc, V::load_unaligned(q - W), a1);
+    a2 = xsimd::fma(gc, rz(q - W + 1), a2);
+    a3 = xsimd::fma(gc, lz(q - 1), a3);
+    a4 = xsimd::fma(gc, V::load_unaligned(q), a4);
+    a5 = xsimd::fma(gc, rz(q + 1), a5);
+    a6 = xsimd::fma(gc, lz(q + W - 1), a6);
+    a7 = xsimd::fma(gc, V::load_unaligned(q + W), a7);
+    a8 = xsimd::fma(gc, rz(q + W + 1), a8);
   }
-  T tail[9] = {};
+  T t[9];
+  std::fill(t, t + 9, T(-0.0));
   for (; i < HW; ++i) {
-    const bool lm = f.left[std::size_t(i)] != T(0), rm = f.right[std::size_t(i)] != T(0);
+    const bool lm = left[i] != T(0), rm = right[i] != T(0);
+    const T* c = g + i;
+    const auto lg = [&](index_t o) { return lm ? c[o] : T(0); };
+    const auto rg = [&](index_t o) { return rm ? c[o] : T(0); };
+    out[i] += (r[1] * c[-W] + r[4] * c[0] + r[7] * c[W]) + (r[0] * lg(-W - 1) + r[3] * lg(-1) + r[6] * lg(W - 1)) +
+              (r[2] * rg(-W + 1) + r[5] * rg(1) + r[8] * rg(W + 1));
+    const T* q = p + i;
     for (int u = 0; u < 3; ++u) {
-      const T* c = p + i + (u - 1) * W;
-      tail[u * 3 + 0] += g[i] * (lm ? c[-1] : T(0)), tail[u * 3 + 1] += g[i] * c[0], tail[u * 3 + 2] += g[i] * (rm ? c[1] : T(0));
+      const T* s = q + (u - 1) * W;
+      t[u * 3 + 0] += c[0] * (lm ? s[-1] : T(0)), t[u * 3 + 1] += c[0] * s[0], t[u * 3 + 2] += c[0] * (rm ? s[1] : T(0));
     }
   }
-  for (int k = 0; k < 9; ++k) dw[k] += xsimd::hadd(acc[k]) + tail[k];
+  const V a[9] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
+  for (int k = 0; k < 9; ++k) dw[k] += xsimd::hadd(a[k]) + t[k];
 }
 }  // namespace detail
 
@@ -168,19 +205,17 @@ void depthwise_conv3x3_backward(const T* x, const T* w, const T* dy, T* dx, T* d
                                 index_t W) {
   auto& fg = detail::flat_plane<T, Arch>(H, W, 0);
   auto& fx = detail::flat_plane<T, Arch>(H, W, 1);
-  for (index_t c = 0; c < C; ++c) {
-    T rot[9];
-    for (int k = 0; k < 9; ++k) rot[k] = w[c * 9 + 8 - k];  // 180° rotation: the input gradient's stencil
-    T gw[9] = {};
-    for (index_t b = 0; b < B; ++b) {
-      const index_t off = (b * C + c) * H * W;
+  const index_t HW = H * W, last = (B * C - 1) * HW;
+  // Planes in memory order (b outer), so x, dy and dx are each read as one stream.
+  for (index_t b = 0; b < B; ++b)
+    for (index_t c = 0; c < C; ++c) {
+      const index_t off = (b * C + c) * HW, next = off < last ? off + HW : off;
+      T rot[9];
+      for (int k = 0; k < 9; ++k) rot[k] = w[c * 9 + 8 - k];  // 180° rotation: the input gradient's stencil
       fg.load(dy + off);
-      detail::stencil3x3<Arch, T, true>(fg, rot, dx + off);
       fx.load(x + off);
-      detail::stencil3x3_weight_grad<Arch>(fx, dy + off, gw);
+      detail::stencil3x3_backward<Arch>(fg, fx, rot, dx + off, dw + c * 9, x + next, dy + next, dx + next);
     }
-    for (int k = 0; k < 9; ++k) dw[c * 9 + k] += gw[k];
-  }
 }
 
 /// View entry points: x, y [B, C, H, W], weight [C, 1, 3, 3].
