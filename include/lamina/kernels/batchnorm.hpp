@@ -23,6 +23,20 @@
 // the output), then dx += k·g + c0 + c1·(x − mean) and, with the fused add,
 // dr += g.
 //
+// Many small planes (the *_planes kernels): a run of P consecutive planes of
+// one tensor (BnRun: plane q of channel (c0 + q) mod C) in one call, with the
+// per-channel terms as arrays, so that 7×7 planes do not pay a call, a
+// scalar tail and a vector set-up per 49 values. Each plane is done as the
+// single-plane kernels do it (its own float partials per bn_block values,
+// added into double; s[2q], s[2q + 1] per plane), except that a plane of
+// n ≥ lanes values ends with one whole vector at n − lanes that overlaps the
+// previous ones instead of a scalar tail: the sums take only its new lanes
+// (a select, so that an Inf or NaN in the overlap is not counted twice), and
+// the element-wise passes compute it from the inputs before the plane's
+// first store and store it last, which rewrites the overlap with the same
+// values, so y may still alias x or r. Nothing is read or written outside the
+// plane. Planes shorter than a vector go through the scalar reference.
+//
 // Non-finite values: a NaN or ±Inf in a plane makes its sums NaN or ±Inf, so
 // that channel's batch statistics (and every output of it) are NaN in
 // training mode. Apply and backward are element-wise IEEE: NaN in x or r gives
@@ -42,6 +56,12 @@ inline constexpr index_t bn_block = 2048;
 template <class T>
 struct BnGrad {
   T mean, k, c0, c1;
+};
+
+/// P consecutive planes of n values each; plane q is of channel (c0 + q) mod C
+/// (NCHW: the planes of a tensor run over the channels, batch after batch).
+struct BnRun {
+  index_t P, n, C, c0;
 };
 
 namespace ref {
@@ -83,6 +103,35 @@ void bn_backward(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, B
     const T g = y && !(y[i] > T(0)) ? T(0) : dy[i];
     dx[i] += c.k * g + (c.c0 + c.c1 * (x[i] - c.mean));
     if (dr) dr[i] += g;
+  }
+}
+
+/// bn_sums over each plane of the run: s[2q], s[2q + 1] with the shift K[channel].
+template <class T>
+void bn_sums_planes(const T* x, BnRun d, const T* K, double* s) noexcept {
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1)
+    ref::bn_sums(x + q * d.n, d.n, K[c], s + 2 * q);
+}
+/// bn_apply over each plane of the run with the channel's m[c], a[c], b[c].
+template <class T>
+void bn_apply_planes(const T* x, const T* r, T* y, BnRun d, const T* m, const T* a, const T* b, bool relu) noexcept {
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1)
+    ref::bn_apply(x + q * d.n, r ? r + q * d.n : nullptr, y + q * d.n, d.n, m[c], a[c], b[c], relu);
+}
+/// bn_grad_sums over each plane of the run with the channel's mean[c], inv[c]: s[2q], s[2q + 1].
+template <class T>
+void bn_grad_sums_planes(const T* x, const T* y, const T* dy, BnRun d, const T* mean, const T* inv, double* s) noexcept {
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) {
+    const index_t o = q * d.n;
+    ref::bn_grad_sums(x + o, y ? y + o : nullptr, dy + o, d.n, mean[c], inv[c], s + 2 * q);
+  }
+}
+/// bn_backward over each plane of the run with the channel's coefficients cf[c].
+template <class T>
+void bn_backward_planes(const T* x, const T* y, const T* dy, T* dx, T* dr, BnRun d, const BnGrad<T>* cf) noexcept {
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) {
+    const index_t o = q * d.n;
+    ref::bn_backward(x + o, y ? y + o : nullptr, dy + o, dx + o, dr ? dr + o : nullptr, d.n, cf[c]);
   }
 }
 
@@ -200,6 +249,117 @@ void bn_backward_body(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t
   }
   ref::bn_backward(x + i, Mask ? y + i : nullptr, dy + i, dx + i, Add ? dr + i : nullptr, n - i, c);
 }
+
+// ---- One plane of n ≥ lanes values, ending with an overlapping whole vector ----
+// The vectors start at 0, W, 2W, ... below t = n − W (nv of them), then at t.
+// The last one's lanes j ≥ nv·W − t are the new ones.
+
+/// Lanes j ≥ seen of a vector (the part of the last vector not covered yet).
+template <class V>
+auto bn_new_lanes(index_t seen) noexcept {
+  using T = typename V::value_type;
+  alignas(64) T idx[V::size];
+  for (std::size_t j = 0; j < V::size; ++j) idx[j] = T(j);
+  return V::load_aligned(idx) >= V(T(seen));
+}
+template <class Arch, class T>
+void bn_sums_plane(const T* x, index_t n, T K, double* s) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), per = bn_block / W;
+  const index_t t = n - W, nv = (t + W - 1) / W;
+  const V vk(K);
+  double a = 0, b = 0;
+  index_t v = 0;
+  do {  // float partials per block of bn_block values (the last block also takes the last vector)
+    const index_t ve = std::min(nv, v + per);
+    V a0(T(0)), a1(T(0)), b0(T(0)), b1(T(0));
+    for (; v + 2 <= ve; v += 2) {
+      const V d0 = V::load_unaligned(x + v * W) - vk, d1 = V::load_unaligned(x + v * W + W) - vk;
+      a0 += d0, a1 += d1;
+      b0 = xsimd::fma(d0, d0, b0), b1 = xsimd::fma(d1, d1, b1);
+    }
+    if (v < ve) {
+      const V d0 = V::load_unaligned(x + v * W) - vk;
+      a0 += d0, b0 = xsimd::fma(d0, d0, b0), ++v;
+    }
+    if (v == nv) {
+      const V d1 = xsimd::select(bn_new_lanes<V>(nv * W - t), V::load_unaligned(x + t) - vk, V(T(0)));
+      a1 += d1, b1 = xsimd::fma(d1, d1, b1);
+    }
+    a += double(xsimd::hadd(a0 + a1));
+    b += double(xsimd::hadd(b0 + b1));
+  } while (v < nv);
+  s[0] = a, s[1] = b;
+}
+template <class Arch, class T, bool Add, bool Relu>
+void bn_apply_plane(const T* x, const T* r, T* y, index_t n, T m, T a, T b) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const V vm(m), va(a), vb(b), zero(T(0));
+  auto f = [&](index_t i) {
+    V v = xsimd::fma(V::load_unaligned(x + i) - vm, va, vb);
+    if constexpr (Add) v += V::load_unaligned(r + i);
+    if constexpr (Relu) v = xsimd::select(v < zero, zero, v);  // NaN passes
+    return v;
+  };
+  const index_t t = n - W;
+  const V last = f(t);  // before the first store: y may alias x or r
+  for (index_t i = 0; i < t; i += W) f(i).store_unaligned(y + i);
+  last.store_unaligned(y + t);
+}
+template <class Arch, class T, bool Mask>
+void bn_grad_sums_plane(const T* x, const T* y, const T* dy, index_t n, T mean, T inv, double* s) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), per = bn_block / W;
+  const index_t t = n - W, nv = (t + W - 1) / W;
+  const V vm(mean);
+  auto g = [&](index_t i) { return bn_masked<Mask>(V::load_unaligned(dy + i), Mask ? V::load_unaligned(y + i) : V(T(0))); };
+  double a = 0, b = 0;
+  index_t v = 0;
+  do {  // as bn_sums_plane; Σg·(x − mean) scaled by inv at the end
+    const index_t ve = std::min(nv, v + per);
+    V a0(T(0)), a1(T(0)), b0(T(0)), b1(T(0));
+    for (; v + 2 <= ve; v += 2) {
+      const V g0 = g(v * W), g1 = g(v * W + W);
+      a0 += g0, a1 += g1;
+      b0 = xsimd::fma(g0, V::load_unaligned(x + v * W) - vm, b0);
+      b1 = xsimd::fma(g1, V::load_unaligned(x + v * W + W) - vm, b1);
+    }
+    if (v < ve) {
+      const V g0 = g(v * W);
+      a0 += g0, b0 = xsimd::fma(g0, V::load_unaligned(x + v * W) - vm, b0), ++v;
+    }
+    if (v == nv) {  // both factors selected: 0·Inf of an already counted lane would be NaN
+      const auto fresh = bn_new_lanes<V>(nv * W - t);
+      const V g1 = xsimd::select(fresh, g(t), V(T(0))), d1 = xsimd::select(fresh, V::load_unaligned(x + t) - vm, V(T(0)));
+      a1 += g1, b1 = xsimd::fma(g1, d1, b1);
+    }
+    a += double(xsimd::hadd(a0 + a1));
+    b += double(xsimd::hadd(b0 + b1));
+  } while (v < nv);
+  s[0] = a, s[1] = b * double(inv);
+}
+template <class Arch, class T, bool Mask, bool Add>
+void bn_backward_plane(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, BnGrad<T> c) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size);
+  const V vk(c.k), v0(c.c0), v1(c.c1), vm(c.mean);
+  auto g = [&](index_t i) { return bn_masked<Mask>(V::load_unaligned(dy + i), Mask ? V::load_unaligned(y + i) : V(T(0))); };
+  auto f = [&](index_t i, const V& gi) {
+    return V::load_unaligned(dx + i) + xsimd::fma(vk, gi, xsimd::fma(v1, V::load_unaligned(x + i) - vm, v0));
+  };
+  const index_t t = n - W;
+  const V gt = g(t), dxt = f(t, gt);  // before the first store
+  V drt(T(0));
+  if constexpr (Add) drt = V::load_unaligned(dr + t) + gt;
+  for (index_t i = 0; i < t; i += W) {
+    const V gi = g(i);
+    f(i, gi).store_unaligned(dx + i);
+    if constexpr (Add) (V::load_unaligned(dr + i) + gi).store_unaligned(dr + i);
+  }
+  dxt.store_unaligned(dx + t);
+  if constexpr (Add) drt.store_unaligned(dr + t);
+}
 }  // namespace detail
 
 /// s[0] = Σ(x − K), s[1] = Σ(x − K)² (float partials per lane over blocks, summed in double).
@@ -249,6 +409,67 @@ void bn_backward(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, B
             : detail::bn_backward_body<Arch, T, true, false>(x, y, dy, dx, dr, n, c);
   else dr ? detail::bn_backward_body<Arch, T, false, true>(x, y, dy, dx, dr, n, c)
           : detail::bn_backward_body<Arch, T, false, false>(x, y, dy, dx, dr, n, c);
+}
+
+/// bn_sums over each plane of a run (plane q: s[2q], s[2q + 1], shift K[channel]).
+template <class Arch = default_arch, class T>
+void bn_sums_planes(const T* x, BnRun d, const T* K, double* s) noexcept {
+  if (d.n < lanes<T, Arch>) return ref::bn_sums_planes(x, d, K, s);
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1)
+    detail::bn_sums_plane<Arch>(x + q * d.n, d.n, K[c], s + 2 * q);
+}
+
+namespace detail {
+template <class Arch, class T, bool Add, bool Relu>
+void bn_apply_run(const T* x, const T* r, T* y, BnRun d, const T* m, const T* a, const T* b) noexcept {
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) {
+    const index_t o = q * d.n;
+    bn_apply_plane<Arch, T, Add, Relu>(x + o, Add ? r + o : nullptr, y + o, d.n, m[c], a[c], b[c]);
+  }
+}
+template <class Arch, class T, bool Mask>
+void bn_grad_sums_run(const T* x, const T* y, const T* dy, BnRun d, const T* mean, const T* inv, double* s) noexcept {
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) {
+    const index_t o = q * d.n;
+    bn_grad_sums_plane<Arch, T, Mask>(x + o, Mask ? y + o : nullptr, dy + o, d.n, mean[c], inv[c], s + 2 * q);
+  }
+}
+template <class Arch, class T, bool Mask, bool Add>
+void bn_backward_run(const T* x, const T* y, const T* dy, T* dx, T* dr, BnRun d, const BnGrad<T>* cf) noexcept {
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) {
+    const index_t o = q * d.n;
+    bn_backward_plane<Arch, T, Mask, Add>(x + o, Mask ? y + o : nullptr, dy + o, dx + o, Add ? dr + o : nullptr, d.n,
+                                          cf[c]);
+  }
+}
+}  // namespace detail
+
+/// bn_apply over each plane of a run with the channel's m[c], a[c], b[c]. y may alias x or r.
+template <class Arch = default_arch, class T>
+void bn_apply_planes(const T* x, const T* r, T* y, BnRun d, const T* m, const T* a, const T* b, bool relu) noexcept {
+  if (d.n < lanes<T, Arch>) return ref::bn_apply_planes(x, r, y, d, m, a, b, relu);
+  if (r) relu ? detail::bn_apply_run<Arch, T, true, true>(x, r, y, d, m, a, b)
+              : detail::bn_apply_run<Arch, T, true, false>(x, r, y, d, m, a, b);
+  else relu ? detail::bn_apply_run<Arch, T, false, true>(x, r, y, d, m, a, b)
+            : detail::bn_apply_run<Arch, T, false, false>(x, r, y, d, m, a, b);
+}
+
+/// bn_grad_sums over each plane of a run with the channel's mean[c], inv[c] (plane q: s[2q], s[2q + 1]).
+template <class Arch = default_arch, class T>
+void bn_grad_sums_planes(const T* x, const T* y, const T* dy, BnRun d, const T* mean, const T* inv, double* s) noexcept {
+  if (d.n < lanes<T, Arch>) return ref::bn_grad_sums_planes(x, y, dy, d, mean, inv, s);
+  y ? detail::bn_grad_sums_run<Arch, T, true>(x, y, dy, d, mean, inv, s)
+    : detail::bn_grad_sums_run<Arch, T, false>(x, y, dy, d, mean, inv, s);
+}
+
+/// bn_backward over each plane of a run with the channel's coefficients cf[c].
+template <class Arch = default_arch, class T>
+void bn_backward_planes(const T* x, const T* y, const T* dy, T* dx, T* dr, BnRun d, const BnGrad<T>* cf) noexcept {
+  if (d.n < lanes<T, Arch>) return ref::bn_backward_planes(x, y, dy, dx, dr, d, cf);
+  if (y) dr ? detail::bn_backward_run<Arch, T, true, true>(x, y, dy, dx, dr, d, cf)
+            : detail::bn_backward_run<Arch, T, true, false>(x, y, dy, dx, dr, d, cf);
+  else dr ? detail::bn_backward_run<Arch, T, false, true>(x, y, dy, dx, dr, d, cf)
+          : detail::bn_backward_run<Arch, T, false, false>(x, y, dy, dx, dr, d, cf);
 }
 
 }  // namespace LAMINA_KERNELS_ISA_NS
