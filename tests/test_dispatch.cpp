@@ -52,21 +52,21 @@ TEMPLATE_TEST_CASE("the kernel table agrees with the scalar references", "[kerne
   for (index_t n = 1; n <= 67; ++n) sizes.push_back(n);
   sizes.push_back(196);
   for (index_t n : sizes) {
-    const k::BnRun d{3, n, 2, 1};
-    const std::size_t N = std::size_t(3 * n);
+    const k::BnRun d{17, n, 2, 1};  // 17 planes: the transposed reductions of 8 planes (AVX-512) and a rest
+    const std::size_t N = std::size_t(17 * n);
     std::vector<T> x(N), y(N), dy(N), o(N), o2(N), dr(N), dr2(N), p(N), r(N);
     for (auto* v : {&x, &y, &dy, &o, &dr}) for (auto& e : *v) e = T(rng.uniform(-3, 3));
     o2 = o, dr2 = dr;
     const T K[2] = {x[0], x[std::size_t(n)]}, m[2] = {T(0.2), T(-0.1)}, a[2] = {T(1.5), T(0.7)}, b[2] = {T(-0.3), T(0.4)};
     const k::BnGrad<T> cf[2] = {{T(0.2), T(1.1), T(-0.2), T(0.3)}, {T(-0.1), T(0.9), T(0.1), T(-0.4)}};
-    double s[6], sr[6];
+    double s[34], sr[34];
     INFO("bn planes of " << n);
     tab.bn_sums_planes(x.data(), d, K, s);
     k::ref::bn_sums_planes(x.data(), d, K, sr);
-    for (int j = 0; j < 6; ++j) REQUIRE(s[j] == Approx(sr[j]).epsilon(1e-5).margin(1e-5 * double(n)));
+    for (int j = 0; j < 34; ++j) REQUIRE(s[j] == Approx(sr[j]).epsilon(1e-5).margin(1e-5 * double(n)));
     tab.bn_grad_sums_planes(x.data(), y.data(), dy.data(), d, m, a, s);
     k::ref::bn_grad_sums_planes(x.data(), y.data(), dy.data(), d, m, a, sr);
-    for (int j = 0; j < 6; ++j) REQUIRE(s[j] == Approx(sr[j]).epsilon(1e-5).margin(1e-4 * double(n)));
+    for (int j = 0; j < 34; ++j) REQUIRE(s[j] == Approx(sr[j]).epsilon(1e-5).margin(1e-4 * double(n)));
     tab.bn_apply_planes(x.data(), dy.data(), p.data(), d, m, a, b, true);
     k::ref::bn_apply_planes(x.data(), dy.data(), r.data(), d, m, a, b, true);
     for (std::size_t i = 0; i < N; ++i) REQUIRE(p[i] == Approx(r[i]).epsilon(1e-5).margin(1e-6));

@@ -995,7 +995,7 @@ TEMPLATE_TEST_CASE("batchnorm plane-run kernels equal the reference at every pla
   for (index_t n = 1; n <= 67; ++n) sizes.push_back(n);
   for (index_t n : {index_t(196), index_t(784), k::bn_block - 1, k::bn_block + 17}) sizes.push_back(n);
   for (index_t n : sizes)
-    for (index_t P : {1, 2, 3, 7})
+    for (index_t P : {1, 2, 3, 7, 8, 17})
       for (index_t C : {1, 3})
         for (index_t off : {0, 1}) {
           if (n > 784 && (P > 2 || C > 1)) continue;

@@ -42,7 +42,10 @@
 // training mode. Apply and backward are element-wise IEEE: NaN in x or r gives
 // NaN in y (the ReLU passes NaN, as modules/activation.hpp ReLU does); the ReLU
 // mask [y > 0] is 0 where y is NaN (as ReLU's backward).
+#include <algorithm>
+#include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "lamina/kernels/simd.hpp"
 
@@ -254,6 +257,8 @@ void bn_backward_body(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t
 // The vectors start at 0, W, 2W, ... below t = n − W (nv of them), then at t.
 // The last one's lanes j ≥ nv·W − t are the new ones.
 
+template <class V>
+using T_of = typename V::value_type;
 /// Lanes j ≥ seen of a vector (the part of the last vector not covered yet).
 template <class V>
 auto bn_new_lanes(index_t seen) noexcept {
@@ -411,17 +416,77 @@ void bn_backward(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, B
           : detail::bn_backward_body<Arch, T, false, false>(x, y, dy, dx, dr, n, c);
 }
 
-/// bn_sums over each plane of a run (plane q: s[2q], s[2q + 1], shift K[channel]).
-template <class Arch = default_arch, class T>
-void bn_sums_planes(const T* x, BnRun d, const T* K, double* s) noexcept {
-  if (d.n < lanes<T, Arch>) return ref::bn_sums_planes(x, d, K, s);
-  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1)
-    detail::bn_sums_plane<Arch>(x + q * d.n, d.n, K[c], s + 2 * q);
+namespace detail {
+// ---- The element-wise passes over a run of short planes as one array ----
+// The run's P·n values are taken in whole vectors from its start, so that the
+// loads and stores do not split a cache line more often than the array does
+// (per plane, 7×7 planes would take 4 vectors for 49 values, most of them
+// straddling lines). A vector that straddles two planes (n ≥ lanes: never
+// three) gets its lanes' coefficients by a select; the last vector, at
+// P·n − lanes, lies in the last plane, and is computed first and stored last
+// as in the single-plane passes.
+template <class Arch, class T, std::size_t NC, class Coef, class Compute, class Store>
+void bn_stream(BnRun d, Coef coef, Compute compute, Store store) noexcept {
+  using V = batch<T, Arch>;
+  using K = std::array<V, NC>;
+  constexpr index_t W = index_t(V::size);
+  alignas(64) T idx[W];
+  for (index_t j = 0; j < W; ++j) idx[j] = T(j);
+  const V iota = V::load_aligned(idx);
+  const index_t n = d.n, t = d.P * n - W;
+  auto next = [&](index_t c) { return c + 1 == d.C ? index_t(0) : c + 1; };
+  const auto last = compute(t, coef((d.c0 + d.P - 1) % d.C));  // before the first store: y may alias x or r
+  index_t c = d.c0 % d.C, nc = next(c), e = n;  // lane 0 is in the plane of channel c, which ends at e
+  K cur = coef(c), nxt = coef(nc);
+  for (index_t i = 0; i < t; i += W) {
+    const auto lo = iota < V(T(std::min(e - i, W)));  // the lanes before e
+    K k;
+    for (std::size_t j = 0; j < NC; ++j) k[j] = xsimd::select(lo, cur[j], nxt[j]);
+    store(i, compute(i, k));
+    if (i + W >= e) c = nc, nc = next(nc), e += n, cur = nxt, nxt = coef(nc);
+  }
+  store(t, last);
+}
+/// The planes count as short (one stream) up to this many vectors each.
+inline constexpr index_t bn_stream_vectors = 16;
+
+template <class Arch, class T, bool Add, bool Relu>
+void bn_apply_stream(const T* x, const T* r, T* y, BnRun d, const T* m, const T* a, const T* b) noexcept {
+  using V = batch<T, Arch>;
+  const V zero(T(0));
+  bn_stream<Arch, T, 3>(
+      d, [&](index_t c) { return std::array<V, 3>{V(m[c]), V(a[c]), V(b[c])}; },
+      [&](index_t i, const std::array<V, 3>& k) {
+        V v = xsimd::fma(V::load_unaligned(x + i) - k[0], k[1], k[2]);
+        if constexpr (Add) v += V::load_unaligned(r + i);
+        if constexpr (Relu) v = xsimd::select(v < zero, zero, v);  // NaN passes
+        return v;
+      },
+      [&](index_t i, const V& v) { v.store_unaligned(y + i); });
+}
+template <class Arch, class T, bool Mask, bool Add>
+void bn_backward_stream(const T* x, const T* y, const T* dy, T* dx, T* dr, BnRun d, const BnGrad<T>* cf) noexcept {
+  using V = batch<T, Arch>;
+  struct Out {
+    V dx, dr;
+  };
+  bn_stream<Arch, T, 4>(
+      d, [&](index_t c) { return std::array<V, 4>{V(cf[c].mean), V(cf[c].k), V(cf[c].c0), V(cf[c].c1)}; },
+      [&](index_t i, const std::array<V, 4>& k) {
+        const V g = bn_masked<Mask>(V::load_unaligned(dy + i), Mask ? V::load_unaligned(y + i) : V(T(0)));
+        Out o{V::load_unaligned(dx + i) + xsimd::fma(k[1], g, xsimd::fma(k[3], V::load_unaligned(x + i) - k[0], k[2])), g};
+        if constexpr (Add) o.dr += V::load_unaligned(dr + i);
+        return o;
+      },
+      [&](index_t i, const Out& o) {
+        o.dx.store_unaligned(dx + i);
+        if constexpr (Add) o.dr.store_unaligned(dr + i);
+      });
 }
 
-namespace detail {
 template <class Arch, class T, bool Add, bool Relu>
 void bn_apply_run(const T* x, const T* r, T* y, BnRun d, const T* m, const T* a, const T* b) noexcept {
+  if (d.n <= bn_stream_vectors * lanes<T, Arch>) return bn_apply_stream<Arch, T, Add, Relu>(x, r, y, d, m, a, b);
   for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) {
     const index_t o = q * d.n;
     bn_apply_plane<Arch, T, Add, Relu>(x + o, Add ? r + o : nullptr, y + o, d.n, m[c], a[c], b[c]);
@@ -436,13 +501,132 @@ void bn_grad_sums_run(const T* x, const T* y, const T* dy, BnRun d, const T* mea
 }
 template <class Arch, class T, bool Mask, bool Add>
 void bn_backward_run(const T* x, const T* y, const T* dy, T* dx, T* dr, BnRun d, const BnGrad<T>* cf) noexcept {
+  if (d.n <= bn_stream_vectors * lanes<T, Arch>) return bn_backward_stream<Arch, T, Mask, Add>(x, y, dy, dx, dr, d, cf);
   for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) {
     const index_t o = q * d.n;
     bn_backward_plane<Arch, T, Mask, Add>(x + o, Mask ? y + o : nullptr, dy + o, dx + o, Add ? dr + o : nullptr, d.n,
                                           cf[c]);
   }
 }
+
+// ---- Runs of short planes (lanes ≤ n ≤ bn_block): one float partial per plane ----
+// G = lanes/2 planes at a time keep their Σ and Σ² vectors, and one transposed
+// reduction (xsimd::haddp) gives all 2G sums in one vector: a horizontal add
+// per plane would cost more than the plane's own loads at 7×7.
+
+/// The row whose sum xsimd::haddp returns in lane j: row j, except for float
+/// on AVX-512, where xsimd 8.1 gives rows 0 1 4 5 2 3 6 7 in each half (its
+/// 128-bit blocks 1 and 2 swapped; checked by the plane-run tests at 8+ planes).
+template <class Arch, class T>
+constexpr index_t bn_haddp_row(index_t j) noexcept {
+  if constexpr (std::is_base_of_v<xsimd::avx512f, Arch> && std::is_same_v<T, float>) {
+    const index_t k = j % 8;
+    return j - k + (k == 2 || k == 3 ? k + 2 : k == 4 || k == 5 ? k - 2 : k);
+  } else {
+    return j;
+  }
+}
+/// f(std::integral_constant<index_t, nv>) for the common small nv (so that a
+/// plane's few vectors are straight-line code), else f(constant −1).
+template <class F>
+void bn_with_nv(index_t nv, F&& f) {
+  switch (nv) {
+    case 0: return f(std::integral_constant<index_t, 0>{});
+    case 1: return f(std::integral_constant<index_t, 1>{});
+    case 2: return f(std::integral_constant<index_t, 2>{});
+    case 3: return f(std::integral_constant<index_t, 3>{});
+    case 4: return f(std::integral_constant<index_t, 4>{});
+    case 5: return f(std::integral_constant<index_t, 5>{});
+    case 6: return f(std::integral_constant<index_t, 6>{});
+    case 7: return f(std::integral_constant<index_t, 7>{});
+    default: return f(std::integral_constant<index_t, -1>{});
+  }
+}
+/// The plane's partial vectors: a = Σ(x − K) and b = Σ(x − K)² per lane (n ≥ lanes; NV: nv, or −1).
+template <index_t NV, class V>
+void bn_short_sums(const T_of<V>* x, index_t nv, index_t t, const typename V::batch_bool_type& fresh, T_of<V> K, V& a,
+                   V& b) noexcept {
+  using T = T_of<V>;
+  constexpr index_t W = index_t(V::size);
+  const V vk(K);
+  V a0(T(0)), b0(T(0));
+  const index_t m = NV >= 0 ? NV : nv;
+  for (index_t v = 0; v < m; ++v) {
+    const V d0 = V::load_unaligned(x + v * W) - vk;
+    a0 += d0, b0 = xsimd::fma(d0, d0, b0);
+  }
+  const V d1 = xsimd::select(fresh, V::load_unaligned(x + t) - vk, V(T(0)));
+  a = a0 + d1, b = xsimd::fma(d1, d1, b0);
+}
+template <index_t NV, class Arch, class T>
+void bn_sums_short_run(const T* x, BnRun d, const T* K, double* s) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), G = W / 2;
+  const index_t n = d.n, t = n - W, nv = (t + W - 1) / W;
+  const auto fresh = bn_new_lanes<V>(nv * W - t);
+  index_t q = 0, c = d.c0 % d.C;
+  for (; q + G <= d.P; q += G) {
+    V acc[W];
+    for (index_t g = 0; g < G; ++g, c = c + 1 == d.C ? 0 : c + 1)
+      bn_short_sums<NV, V>(x + (q + g) * n, nv, t, fresh, K[c], acc[2 * g], acc[2 * g + 1]);
+    alignas(64) T out[W];
+    xsimd::haddp(acc).store_aligned(out);  // Σ, Σ² of plane q + g from rows 2g, 2g + 1: the layout of s
+    for (index_t j = 0; j < W; ++j) s[2 * q + bn_haddp_row<Arch, T>(j)] = double(out[j]);
+  }
+  for (; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) bn_sums_plane<Arch>(x + q * n, n, K[c], s + 2 * q);
+}
+template <index_t NV, class Arch, class T, bool Mask>
+void bn_grad_sums_short_run(const T* x, const T* y, const T* dy, BnRun d, const T* mean, const T* inv,
+                            double* s) noexcept {
+  using V = batch<T, Arch>;
+  constexpr index_t W = index_t(V::size), G = W / 2;
+  const index_t n = d.n, t = n - W, nv = (t + W - 1) / W;
+  const auto fresh = bn_new_lanes<V>(nv * W - t);
+  index_t q = 0, c = d.c0 % d.C;
+  for (; q + G <= d.P; q += G) {
+    V acc[W];
+    T sc[G];
+    for (index_t g = 0; g < G; ++g, c = c + 1 == d.C ? 0 : c + 1) {
+      const index_t o = (q + g) * n;
+      const V vm(mean[c]), zero(T(0));
+      auto gv = [&](index_t i) {
+        return bn_masked<Mask>(V::load_unaligned(dy + o + i), Mask ? V::load_unaligned(y + o + i) : zero);
+      };
+      V a0 = zero, b0 = zero;
+      for (index_t v = 0; v < (NV >= 0 ? NV : nv); ++v) {
+        const V g0 = gv(v * W);
+        a0 += g0, b0 = xsimd::fma(g0, V::load_unaligned(x + o + v * W) - vm, b0);
+      }
+      // both factors selected: 0·Inf of an already counted lane would be NaN
+      const V g1 = xsimd::select(fresh, gv(t), zero), d1 = xsimd::select(fresh, V::load_unaligned(x + o + t) - vm, zero);
+      acc[2 * g] = a0 + g1, acc[2 * g + 1] = xsimd::fma(g1, d1, b0);
+      sc[g] = inv[c];
+    }
+    alignas(64) T out[W];
+    xsimd::haddp(acc).store_aligned(out);
+    alignas(64) T row[W];
+    for (index_t j = 0; j < W; ++j) row[bn_haddp_row<Arch, T>(j)] = out[j];
+    for (index_t g = 0; g < G; ++g)
+      s[2 * (q + g)] = double(row[2 * g]), s[2 * (q + g) + 1] = double(row[2 * g + 1]) * double(sc[g]);
+  }
+  for (; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1) {
+    const index_t o = q * n;
+    bn_grad_sums_plane<Arch, T, Mask>(x + o, Mask ? y + o : nullptr, dy + o, n, mean[c], inv[c], s + 2 * q);
+  }
+}
 }  // namespace detail
+
+/// bn_sums over each plane of a run (plane q: s[2q], s[2q + 1], shift K[channel]).
+template <class Arch = default_arch, class T>
+void bn_sums_planes(const T* x, BnRun d, const T* K, double* s) noexcept {
+  if (d.n < lanes<T, Arch>) return ref::bn_sums_planes(x, d, K, s);
+  if (d.n <= bn_block)
+    return detail::bn_with_nv((d.n - 1) / lanes<T, Arch>, [&](auto nv) {
+      detail::bn_sums_short_run<decltype(nv)::value, Arch>(x, d, K, s);
+    });
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = c + 1 == d.C ? 0 : c + 1)
+    detail::bn_sums_plane<Arch>(x + q * d.n, d.n, K[c], s + 2 * q);
+}
 
 /// bn_apply over each plane of a run with the channel's m[c], a[c], b[c]. y may alias x or r.
 template <class Arch = default_arch, class T>
@@ -458,6 +642,12 @@ void bn_apply_planes(const T* x, const T* r, T* y, BnRun d, const T* m, const T*
 template <class Arch = default_arch, class T>
 void bn_grad_sums_planes(const T* x, const T* y, const T* dy, BnRun d, const T* mean, const T* inv, double* s) noexcept {
   if (d.n < lanes<T, Arch>) return ref::bn_grad_sums_planes(x, y, dy, d, mean, inv, s);
+  if (d.n <= bn_block)
+    return detail::bn_with_nv((d.n - 1) / lanes<T, Arch>, [&](auto nv) {
+      constexpr index_t NV = decltype(nv)::value;
+      y ? detail::bn_grad_sums_short_run<NV, Arch, T, true>(x, y, dy, d, mean, inv, s)
+        : detail::bn_grad_sums_short_run<NV, Arch, T, false>(x, y, dy, d, mean, inv, s);
+    });
   y ? detail::bn_grad_sums_run<Arch, T, true>(x, y, dy, d, mean, inv, s)
     : detail::bn_grad_sums_run<Arch, T, false>(x, y, dy, d, mean, inv, s);
 }

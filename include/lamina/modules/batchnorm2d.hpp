@@ -120,9 +120,13 @@ class BatchNorm2d {
     index_t count() const noexcept { return B * C; }
     index_t channel(index_t p) const noexcept { return p % C; }
     /// The kernels take the planes in runs of about run_values values (one
-    /// call each, and the unit of the threads' static shares).
+    /// call each, and the unit of the threads' static shares); small planes in
+    /// multiples of 16, so that every run starts on a 64-byte line when x does.
     static constexpr index_t run_values = 4096;
-    index_t per_run() const noexcept { return std::max<index_t>(1, run_values / HW); }
+    index_t per_run() const noexcept {
+      const index_t k = run_values / HW;
+      return k >= 16 ? k / 16 * 16 : std::max<index_t>(1, k);
+    }
     index_t runs() const noexcept { return (count() + per_run() - 1) / per_run(); }
     /// Run j: its planes, and the offset of its first plane (in values, as in planes).
     kernels::BnRun run(index_t j) const noexcept {
@@ -170,9 +174,9 @@ class BatchNorm2d {
     const T* K = shift_.data();
     parallel_for(pl.runs(), [&](index_t j) { bn_sums(x + pl.offset(j), pl.run(j), K, s + 2 * j * pl.per_run()); });
     const double n = double(pl.B * pl.HW);
+    const double* tot = channel_totals(s, pl);
     for (index_t c = 0; c < C_; ++c) {
-      double s1 = 0, s2 = 0;
-      for (index_t b = 0; b < pl.B; ++b) s1 += s[2 * (b * C_ + c)], s2 += s[2 * (b * C_ + c) + 1];
+      const double s1 = tot[2 * c], s2 = tot[2 * c + 1];
       const double m0 = double(x[c * pl.HW]) + s1 / n, v = (s2 - s1 * (s1 / n)) / n;
       // A NaN or Inf in the channel: NaN statistics (kernels/batchnorm.hpp).
       const bool finite = !std::isnan(s1) && !std::isnan(s2) && std::isfinite(m0);
@@ -184,6 +188,16 @@ class BatchNorm2d {
         rvar_[c] = T((1 - momentum_) * double(rvar_[c]) + momentum_ * var * n / (n - 1));
       }
     }
+  }
+
+  /// The per-plane sums s (2 per plane) added per channel, batch after batch
+  /// (the order of the former per-channel loop, but independent sums side by side).
+  const double* channel_totals(const double* s, const Planes& pl) {
+    totals_.assign(std::size_t(2 * C_), 0.0);
+    double* t = totals_.data();
+    for (index_t b = 0; b < pl.B; ++b)
+      for (index_t j = 0; j < 2 * C_; ++j) t[j] += s[2 * b * C_ + j];
+    return t;
   }
 
   /// y = γ·(x − mean)·inv + β (+ r) (ReLU), threaded over runs of planes.
@@ -227,9 +241,9 @@ class BatchNorm2d {
     });
     coef_.resize(std::size_t(C_));
     const double n = double(pl.B * pl.HW);
+    const double* tot = channel_totals(sp, pl);
     for (index_t c = 0; c < C_; ++c) {
-      double sg = 0, sgh = 0;
-      for (index_t b = 0; b < pl.B; ++b) sg += sp[2 * (b * C_ + c)], sgh += sp[2 * (b * C_ + c) + 1];
+      const double sg = tot[2 * c], sgh = tot[2 * c + 1];
       if (g.params) {
         dbeta_[c] += T(double(s) * sg);
         dgamma_[c] += T(double(s) * sgh);
@@ -255,7 +269,7 @@ class BatchNorm2d {
   bool training_ = true;
   Tensor<T> gamma_, beta_, dgamma_, dbeta_, rmean_, rvar_;
   Tensor<T> infer_mean_, infer_inv_;          ///< infer's statistics (scratch)
-  std::vector<double> sums_;                  ///< per-plane sums (scratch)
+  std::vector<double> sums_, totals_;         ///< per-plane sums, their per-channel totals (scratch)
   std::vector<kernels::BnGrad<T>> coef_;      ///< per-channel dx coefficients (scratch)
   std::vector<T> shift_, scale_;              ///< per channel: the sums' shift K, γ·inv (scratch)
   Cache cache_;
