@@ -11,6 +11,8 @@
 #include <benchmark/benchmark.h>
 
 #include "lamina/core/eigen_core.hpp"  // Eigen, with GCC 12's AVX-512 false positives silenced
+#include <cmath>
+#include <string>
 #include <vector>
 
 #include "lamina/core/aligned.hpp"
@@ -255,6 +257,12 @@ BnShape bn_shape(index_t N) {
   const index_t C = N == 1605632 ? 16 : N == 802816 ? 32 : 64;
   return {C, N / (128 * C)};
 }
+/// The shape in the output ("64x7x7"): backward's argument is 2N, so its
+/// names are one E1 shape off the forward's (BNBackward/802816 is 64×7²).
+void bn_label(benchmark::State& st, BnShape d) {
+  const index_t h = index_t(std::lround(std::sqrt(double(d.HW))));
+  st.SetLabel(std::to_string(d.C) + "x" + std::to_string(h) + "x" + std::to_string(d.HW / h));
+}
 void bn_forward(benchmark::State& st, bool relu) {
   const index_t N = st.range(0), impl = st.range(1);
   const BnShape d = bn_shape(N);
@@ -275,6 +283,7 @@ void bn_forward(benchmark::State& st, bool relu) {
     benchmark::ClobberMemory();
   }
   account(st, 3.0 * double(N) * 4, double(N));
+  bn_label(st, d);
 }
 void BM_BNForward(benchmark::State& st) { bn_forward(st, false); }
 void BM_BNForwardReLU(benchmark::State& st) { bn_forward(st, true); }
@@ -300,6 +309,7 @@ void BM_BNBackward(benchmark::State& st) {
     benchmark::ClobberMemory();
   }
   account(st, 6.0 * double(N) * 4, double(N));
+  bn_label(st, d);
 }
 void sizes_bn(benchmark::internal::Benchmark* b, index_t scale) {
   for (index_t N : {index_t(1605632), index_t(802816), index_t(401408)})

@@ -46,6 +46,34 @@ TEMPLATE_TEST_CASE("the kernel table agrees with the scalar references", "[kerne
     for (index_t i = 0; i < n; ++i) REQUIRE((p[std::size_t(i)] == b[std::size_t(i)] && r[std::size_t(i)] == b[std::size_t(i)] - a[std::size_t(i)]));
     for (int j = 0; j < 4; ++j) REQUIRE(s[j] == Approx(sr[j]).epsilon(1e-4).margin(1e-4 * double(n + 1)));
   }
+  // BatchNorm over runs of small planes: every plane size to 67 (tails of every width, and planes shorter than a
+  // vector), against the scalar references.
+  std::vector<index_t> sizes;
+  for (index_t n = 1; n <= 67; ++n) sizes.push_back(n);
+  sizes.push_back(196);
+  for (index_t n : sizes) {
+    const k::BnRun d{17, n, 2, 1};  // 17 planes: the transposed reductions of 8 planes (AVX-512) and a rest
+    const std::size_t N = std::size_t(17 * n);
+    std::vector<T> x(N), y(N), dy(N), o(N), o2(N), dr(N), dr2(N), p(N), r(N);
+    for (auto* v : {&x, &y, &dy, &o, &dr}) for (auto& e : *v) e = T(rng.uniform(-3, 3));
+    o2 = o, dr2 = dr;
+    const T K[2] = {x[0], x[std::size_t(n)]}, m[2] = {T(0.2), T(-0.1)}, a[2] = {T(1.5), T(0.7)}, b[2] = {T(-0.3), T(0.4)};
+    const k::BnGrad<T> cf[2] = {{T(0.2), T(1.1), T(-0.2), T(0.3)}, {T(-0.1), T(0.9), T(0.1), T(-0.4)}};
+    double s[34], sr[34];
+    INFO("bn planes of " << n);
+    tab.bn_sums_planes(x.data(), d, K, s);
+    k::ref::bn_sums_planes(x.data(), d, K, sr);
+    for (int j = 0; j < 34; ++j) REQUIRE(s[j] == Approx(sr[j]).epsilon(1e-5).margin(1e-5 * double(n)));
+    tab.bn_grad_sums_planes(x.data(), y.data(), dy.data(), d, m, a, s);
+    k::ref::bn_grad_sums_planes(x.data(), y.data(), dy.data(), d, m, a, sr);
+    for (int j = 0; j < 34; ++j) REQUIRE(s[j] == Approx(sr[j]).epsilon(1e-5).margin(1e-4 * double(n)));
+    tab.bn_apply_planes(x.data(), dy.data(), p.data(), d, m, a, b, true);
+    k::ref::bn_apply_planes(x.data(), dy.data(), r.data(), d, m, a, b, true);
+    for (std::size_t i = 0; i < N; ++i) REQUIRE(p[i] == Approx(r[i]).epsilon(1e-5).margin(1e-6));
+    tab.bn_backward_planes(x.data(), y.data(), dy.data(), o.data(), dr.data(), d, cf);
+    k::ref::bn_backward_planes(x.data(), y.data(), dy.data(), o2.data(), dr2.data(), d, cf);
+    for (std::size_t i = 0; i < N; ++i) REQUIRE((o[i] == Approx(o2[i]).epsilon(1e-5).margin(1e-6) && dr[i] == dr2[i]));
+  }
   // The small SPD solves: the table's lane count, diagonally dominant systems against the scalar twin.
   const index_t L = tab.spd_lanes, m = 4;
   std::vector<double> A(std::size_t(m * m * L)), b(std::size_t(m * L)), Ar, br;

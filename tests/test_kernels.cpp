@@ -1041,6 +1041,131 @@ TEMPLATE_TEST_CASE("batchnorm kernels propagate NaN and Inf as documented, in th
     }
 }
 
+namespace {
+/// NaN where the reference is NaN, ±Inf where it is, else |a − b| ≤ tol·(1 + |b|).
+template <class T>
+bool bn_close(double a, double b, double tol) {
+  if (std::isnan(b)) return std::isnan(a);
+  if (std::isinf(b)) return a == b;
+  return std::abs(a - b) <= tol * (1 + std::abs(b));
+}
+/// The plane-run kernels against their references (and the references
+/// against the single-plane ones) on one run of P planes of n values.
+template <class T>
+void check_bn_planes(const std::vector<T>& x, const std::vector<T>& r, const std::vector<T>& dy,
+                     const std::vector<T>& y, k::BnRun d, index_t off, double tol) {
+  const std::size_t N = std::size_t(d.P * d.n + off), C = std::size_t(d.C);
+  std::vector<T> K(C), m(C), a(C), b(C), mean(C), inv(C);
+  std::vector<k::BnGrad<T>> cf(C);
+  for (std::size_t c = 0; c < C; ++c) {
+    K[c] = x[std::size_t(off) + c % std::size_t(d.n)];
+    m[c] = T(0.9) + T(c) / 8, a[c] = T(1.4) - T(c) / 4, b[c] = T(-0.3) * T(c);
+    mean[c] = T(0.3) - T(c) / 16, inv[c] = T(1.3) + T(c) / 8;
+    cf[c] = {.mean = mean[c], .k = T(1.7) - T(c) / 8, .c0 = T(-0.2) + T(c) / 32, .c1 = T(0.45)};
+  }
+  const std::size_t S = std::size_t(2 * d.P);
+  std::vector<double> s(S), t(S), u(S);
+  k::bn_sums_planes(x.data() + off, d, K.data(), s.data());
+  k::ref::bn_sums_planes(x.data() + off, d, K.data(), t.data());
+  for (index_t q = 0, c = d.c0 % d.C; q < d.P; ++q, c = (c + 1) % d.C)
+    k::ref::bn_sums(x.data() + off + q * d.n, d.n, K[std::size_t(c)], u.data() + 2 * q);
+  for (std::size_t i = 0; i < S; ++i) {
+    INFO("sums, plane " << i / 2 << " term " << i % 2 << ": " << s[i] << " vs " << t[i]);
+    REQUIRE((t[i] == u[i] || (std::isnan(t[i]) && std::isnan(u[i]))));
+    REQUIRE(bn_close<T>(s[i], t[i], tol * double(d.n)));
+  }
+  for (const T* yp : {static_cast<const T*>(nullptr), y.data() + off}) {
+    k::bn_grad_sums_planes(x.data() + off, yp, dy.data() + off, d, mean.data(), inv.data(), s.data());
+    k::ref::bn_grad_sums_planes(x.data() + off, yp, dy.data() + off, d, mean.data(), inv.data(), t.data());
+    for (std::size_t i = 0; i < S; ++i) {
+      INFO("grad sums, mask " << (yp != nullptr) << ", plane " << i / 2 << " term " << i % 2 << ": " << s[i] << " vs " << t[i]);
+      REQUIRE(bn_close<T>(s[i], t[i], tol * 8 * double(d.n)));
+    }
+    for (bool with_r : {false, true}) {
+      std::vector<T> dx = randv<T>(index_t(N), 10), dx2 = dx, dr = randv<T>(index_t(N), 11), dr2 = dr;
+      k::bn_backward_planes(x.data() + off, yp, dy.data() + off, dx.data() + off, with_r ? dr.data() + off : nullptr, d, cf.data());
+      k::ref::bn_backward_planes(x.data() + off, yp, dy.data() + off, dx2.data() + off, with_r ? dr2.data() + off : nullptr, d,
+                                 cf.data());
+      for (std::size_t i = 0; i < N; ++i) {
+        INFO("backward, mask " << (yp != nullptr) << " dr " << with_r << ", element " << i);
+        REQUIRE(bn_close<T>(dx[i], dx2[i], tol));
+        REQUIRE(bn_close<T>(dr[i], dr2[i], tol));
+      }
+    }
+  }
+  for (bool relu : {false, true})
+    for (const T* rp : {static_cast<const T*>(nullptr), r.data() + off}) {
+      std::vector<T> ya(N, T(7)), yb(N, T(7)), yc(x);  // yc: in place (y = x)
+      k::bn_apply_planes(x.data() + off, rp, ya.data() + off, d, m.data(), a.data(), b.data(), relu);
+      k::ref::bn_apply_planes(x.data() + off, rp, yb.data() + off, d, m.data(), a.data(), b.data(), relu);
+      k::bn_apply_planes(yc.data() + off, rp, yc.data() + off, d, m.data(), a.data(), b.data(), relu);
+      for (std::size_t i = 0; i < N; ++i) {
+        INFO("apply, relu " << relu << " r " << (rp != nullptr) << ", element " << i);
+        REQUIRE(bn_close<T>(ya[i], yb[i], tol));
+        if (i >= std::size_t(off)) REQUIRE((ya[i] == yc[i] || (std::isnan(ya[i]) && std::isnan(yc[i]))));
+        if (relu) REQUIRE(!(ya[i] < T(0)));
+      }
+    }
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("batchnorm plane-run kernels equal the reference at every plane size, count and channel phase",
+                   "[kernels][batchnorm]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 4e-6 : 1e-13;
+  std::vector<index_t> sizes;
+  for (index_t n = 1; n <= 67; ++n) sizes.push_back(n);
+  for (index_t n : {index_t(196), index_t(784), k::bn_block - 1, k::bn_block + 17}) sizes.push_back(n);
+  for (index_t n : sizes)
+    for (index_t P : {1, 2, 3, 7, 8, 17})
+      for (index_t C : {1, 3})
+        for (index_t off : {0, 1}) {
+          if (n > 784 && (P > 2 || C > 1)) continue;
+          const index_t N = P * n + off;
+          const auto x = randv<T>(N, std::uint64_t(n * 8 + P), -3, 5), r = randv<T>(N, 7), dy = randv<T>(N, 8);
+          const auto y = with_nonpositive(randv<T>(N, 9));
+          for (index_t c0 : {index_t(0), C - 1, C + 1}) {
+            INFO("n " << n << " planes " << P << " channels " << C << " first channel " << c0 << " offset " << off);
+            check_bn_planes(x, r, dy, y, k::BnRun{P, n, C, c0}, off, tol);
+          }
+        }
+}
+
+TEMPLATE_TEST_CASE("batchnorm plane-run kernels on adversarial values: NaN, Inf, -0 and large offsets",
+                   "[kernels][batchnorm][adversarial]", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 4e-6 : 1e-13;
+  const T nan = std::numeric_limits<T>::quiet_NaN(), inf_t = std::numeric_limits<T>::infinity();
+  for (index_t n : {index_t(1), index_t(5), index_t(16), index_t(17), index_t(49), index_t(67), k::bn_block + 3}) {
+    const index_t P = 3;
+    // One special value in the middle plane: at its start, its end and in the overlapped last vector.
+    for (index_t at : {index_t(0), n / 2, n - 1, std::max<index_t>(0, n - 9)})
+      for (T v : {nan, inf_t, -inf_t, T(-0.0)}) {
+        INFO("n " << n << " special value " << v << " at " << at);
+        auto x = randv<T>(P * n, 1), y = with_nonpositive(randv<T>(P * n, 2)), dy = randv<T>(P * n, 3), r = randv<T>(P * n, 4);
+        x[std::size_t(n + at)] = v;
+        y[std::size_t(n + at)] = v;
+        dy[std::size_t(n + at)] = v;
+        check_bn_planes(x, r, dy, y, k::BnRun{P, n, 2, 1}, 0, tol);
+        // The other planes' statistics stay finite (nothing is read across planes).
+        std::vector<double> s(std::size_t(2 * P));
+        const T K[2] = {T(0.5), T(-0.5)};
+        k::bn_sums_planes(x.data(), k::BnRun{P, n, 2, 0}, K, s.data());
+        REQUIRE(std::isfinite(s[0]));
+        REQUIRE(std::isfinite(s[1]));
+        REQUIRE(std::isfinite(s[4]));
+        REQUIRE(std::isfinite(s[5]));
+        if (v != 0) REQUIRE(!std::isfinite(s[2]));
+        if (v != 0) REQUIRE(!std::isfinite(s[3]));
+      }
+    // Large offsets: 1000 + U(-1, 1) shifted by the channel's first value, as BatchNorm2d does.
+    auto x = randv<T>(P * n, 5, 999, 1001);
+    const auto r = randv<T>(P * n, 6), dy = randv<T>(P * n, 7), y = with_nonpositive(randv<T>(P * n, 8));
+    INFO("large offsets, n " << n);
+    check_bn_planes(x, r, dy, y, k::BnRun{P, n, 1, 0}, 0, tol);
+  }
+}
+
 TEST_CASE("vlog is within 2 ulp of the correctly rounded log over all positive floats", "[kernels][log]") {
   std::vector<float> x;
   for (std::uint32_t b = 1; b < 0x7f800000u; b += 61) {  // every 61st positive float, subnormals included

@@ -64,6 +64,11 @@ struct KernelTable {
   void (*bn_apply)(const T* x, const T* r, T* y, index_t n, T m, T a, T b, bool relu);
   void (*bn_grad_sums)(const T* x, const T* y, const T* dy, index_t n, T mean, T inv, double* s);
   void (*bn_backward)(const T* x, const T* y, const T* dy, T* dx, T* dr, index_t n, BnGrad<T> c);
+  // The same over a run of small planes, per-channel terms as arrays.
+  void (*bn_sums_planes)(const T* x, BnRun d, const T* K, double* s);
+  void (*bn_apply_planes)(const T* x, const T* r, T* y, BnRun d, const T* m, const T* a, const T* b, bool relu);
+  void (*bn_grad_sums_planes)(const T* x, const T* y, const T* dy, BnRun d, const T* mean, const T* inv, double* s);
+  void (*bn_backward_planes)(const T* x, const T* y, const T* dy, T* dx, T* dr, BnRun d, const BnGrad<T>* cf);
   // Small SPD solves in double, one system per lane (spd_lanes.hpp; the same in every table).
   index_t spd_lanes;  ///< systems per call (lanes<double>)
   void (*spd_solve_lanes)(double* A, double* b, index_t n, std::uint8_t* ok);
@@ -115,6 +120,10 @@ KernelTable<T> make_table() {
           &bn_apply<Arch, T>,
           &bn_grad_sums<Arch, T>,
           &bn_backward<Arch, T>,
+          &bn_sums_planes<Arch, T>,
+          &bn_apply_planes<Arch, T>,
+          &bn_grad_sums_planes<Arch, T>,
+          &bn_backward_planes<Arch, T>,
           lanes<double, Arch>,
           &spd_solve_lanes<Arch>,
           &residual_dots<Arch, T>};

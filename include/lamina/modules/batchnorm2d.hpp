@@ -3,6 +3,7 @@
 // normalises with the biased batch variance and updates the running variance
 // with the unbiased one; `momentum` weights the new batch (PyTorch's meaning).
 // Evaluation mode (set_training(false), or infer()) uses the running statistics.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -118,6 +119,21 @@ class BatchNorm2d {
     index_t B, C, HW;
     index_t count() const noexcept { return B * C; }
     index_t channel(index_t p) const noexcept { return p % C; }
+    /// The kernels take the planes in runs of about run_values values (one
+    /// call each, and the unit of the threads' static shares); small planes in
+    /// multiples of 16, so that every run starts on a 64-byte line when x does.
+    static constexpr index_t run_values = 4096;
+    index_t per_run() const noexcept {
+      const index_t k = run_values / HW;
+      return k >= 16 ? k / 16 * 16 : std::max<index_t>(1, k);
+    }
+    index_t runs() const noexcept { return (count() + per_run() - 1) / per_run(); }
+    /// Run j: its planes, and the offset of its first plane (in values, as in planes).
+    kernels::BnRun run(index_t j) const noexcept {
+      const index_t q = j * per_run();
+      return {std::min(per_run(), count() - q), HW, C, q % C};
+    }
+    index_t offset(index_t j) const noexcept { return j * per_run() * HW; }
   };
   Planes planes_of(const Shape& s) const { return {s[0], C_, s[2] * s[3]}; }
 
@@ -147,17 +163,20 @@ class BatchNorm2d {
   }
 
   /// Per-channel mean and 1/σ from one pass of shifted sums over the planes
-  /// (kernels/batchnorm.hpp), threaded over planes; updates the running
+  /// (kernels/batchnorm.hpp), threaded over runs of planes; updates the running
   /// statistics when `update`.
   void batch_statistics(const T* x, const Planes& pl, Cache& cache, bool update) {
-    const auto bn_sums = kernels::table<T>().bn_sums;
+    const auto bn_sums = kernels::table<T>().bn_sums_planes;
     sums_.resize(std::size_t(2 * pl.count()));
+    shift_.resize(std::size_t(C_));
+    for (index_t c = 0; c < C_; ++c) shift_[std::size_t(c)] = x[c * pl.HW];  // K: the channel's first value
     double* s = sums_.data();
-    parallel_for(pl.count(), [&](index_t q) { bn_sums(x + q * pl.HW, pl.HW, x[pl.channel(q) * pl.HW], s + 2 * q); });
+    const T* K = shift_.data();
+    parallel_for(pl.runs(), [&](index_t j) { bn_sums(x + pl.offset(j), pl.run(j), K, s + 2 * j * pl.per_run()); });
     const double n = double(pl.B * pl.HW);
+    const double* tot = channel_totals(s, pl);
     for (index_t c = 0; c < C_; ++c) {
-      double s1 = 0, s2 = 0;
-      for (index_t b = 0; b < pl.B; ++b) s1 += s[2 * (b * C_ + c)], s2 += s[2 * (b * C_ + c) + 1];
+      const double s1 = tot[2 * c], s2 = tot[2 * c + 1];
       const double m0 = double(x[c * pl.HW]) + s1 / n, v = (s2 - s1 * (s1 / n)) / n;
       // A NaN or Inf in the channel: NaN statistics (kernels/batchnorm.hpp).
       const bool finite = !std::isnan(s1) && !std::isnan(s2) && std::isfinite(m0);
@@ -171,13 +190,26 @@ class BatchNorm2d {
     }
   }
 
-  /// y = γ·(x − mean)·inv + β (+ r) (ReLU), threaded over planes.
-  void apply(const T* x, const T* r, T* y, const Planes& pl, const T* mean, const T* inv) const {
-    const auto bn_apply = kernels::table<T>().bn_apply;
+  /// The per-plane sums s (2 per plane) added per channel, batch after batch
+  /// (the order of the former per-channel loop, but independent sums side by side).
+  const double* channel_totals(const double* s, const Planes& pl) {
+    totals_.assign(std::size_t(2 * C_), 0.0);
+    double* t = totals_.data();
+    for (index_t b = 0; b < pl.B; ++b)
+      for (index_t j = 0; j < 2 * C_; ++j) t[j] += s[2 * b * C_ + j];
+    return t;
+  }
+
+  /// y = γ·(x − mean)·inv + β (+ r) (ReLU), threaded over runs of planes.
+  void apply(const T* x, const T* r, T* y, const Planes& pl, const T* mean, const T* inv) {
+    const auto bn_apply = kernels::table<T>().bn_apply_planes;
     const bool relu = relu_;
-    parallel_for(pl.count(), [&](index_t q) {
-      const index_t c = pl.channel(q), off = q * pl.HW;
-      bn_apply(x + off, r ? r + off : nullptr, y + off, pl.HW, mean[c], gamma_[c] * inv[c], beta_[c], relu);
+    scale_.resize(std::size_t(C_));
+    for (index_t c = 0; c < C_; ++c) scale_[std::size_t(c)] = gamma_[c] * inv[c];
+    const T *a = scale_.data(), *b = beta_.data();
+    parallel_for(pl.runs(), [&](index_t j) {
+      const index_t off = pl.offset(j);
+      bn_apply(x + off, r ? r + off : nullptr, y + off, pl.run(j), mean, a, b, relu);
     });
   }
 
@@ -203,15 +235,15 @@ class BatchNorm2d {
             *inv = cache.inv.data();
     sums_.resize(std::size_t(2 * pl.count()));
     double* sp = sums_.data();
-    parallel_for(pl.count(), [&](index_t q) {
-      const index_t c = pl.channel(q), off = q * pl.HW;
-      k.bn_grad_sums(xp + off, yp ? yp + off : nullptr, gp + off, pl.HW, mean[c], inv[c], sp + 2 * q);
+    parallel_for(pl.runs(), [&](index_t j) {
+      const index_t off = pl.offset(j);
+      k.bn_grad_sums_planes(xp + off, yp ? yp + off : nullptr, gp + off, pl.run(j), mean, inv, sp + 2 * j * pl.per_run());
     });
     coef_.resize(std::size_t(C_));
     const double n = double(pl.B * pl.HW);
+    const double* tot = channel_totals(sp, pl);
     for (index_t c = 0; c < C_; ++c) {
-      double sg = 0, sgh = 0;
-      for (index_t b = 0; b < pl.B; ++b) sg += sp[2 * (b * C_ + c)], sgh += sp[2 * (b * C_ + c) + 1];
+      const double sg = tot[2 * c], sgh = tot[2 * c + 1];
       if (g.params) {
         dbeta_[c] += T(double(s) * sg);
         dgamma_[c] += T(double(s) * sgh);
@@ -225,10 +257,9 @@ class BatchNorm2d {
     if (!g.input) return;
     T* dxp = dx.data();
     const kernels::BnGrad<T>* cf = coef_.data();
-    parallel_for(pl.count(), [&](index_t q) {
-      const index_t off = q * pl.HW;
-      k.bn_backward(xp + off, yp ? yp + off : nullptr, gp + off, dxp + off, dr ? dr + off : nullptr, pl.HW,
-                    cf[pl.channel(q)]);
+    parallel_for(pl.runs(), [&](index_t j) {
+      const index_t off = pl.offset(j);
+      k.bn_backward_planes(xp + off, yp ? yp + off : nullptr, gp + off, dxp + off, dr ? dr + off : nullptr, pl.run(j), cf);
     });
   }
 
@@ -238,8 +269,9 @@ class BatchNorm2d {
   bool training_ = true;
   Tensor<T> gamma_, beta_, dgamma_, dbeta_, rmean_, rvar_;
   Tensor<T> infer_mean_, infer_inv_;          ///< infer's statistics (scratch)
-  std::vector<double> sums_;                  ///< per-plane sums (scratch)
+  std::vector<double> sums_, totals_;         ///< per-plane sums, their per-channel totals (scratch)
   std::vector<kernels::BnGrad<T>> coef_;      ///< per-channel dx coefficients (scratch)
+  std::vector<T> shift_, scale_;              ///< per channel: the sums' shift K, γ·inv (scratch)
   Cache cache_;
 };
 
