@@ -68,6 +68,7 @@ struct Config {
   bool train_only, no_train, fresh, solver_figures;
   long figures_seed = 1;  ///< --solver-figures: the static run whose cells are measured
   long anderson_m = 2;    ///< Anderson's memory (spec default 5; 2 here: as few iterations on these cells, less work each)
+  long solve_block = fpi::SolverOptions{}.block;  ///< samples solved together by the forward solves
 };
 
 bool is_dynalay(const std::string& v) { return v.rfind("dynalay-", 0) == 0; }
@@ -75,7 +76,8 @@ double lambda_of(const std::string& v) { return std::stod(v.substr(8)); }
 
 dl::Config model_config(const Config& c) {
   dl::Config m{.in = pixels, .width = c.width, .classes = 10, .K = c.K, .S = c.S, .hidden = c.hidden};
-  m.fpi.forward = {.method = fpi::Method::anderson, .tol = c.tol, .max_iter = c.max_iter, .m = c.anderson_m};
+  m.fpi.forward = {.method = fpi::Method::anderson, .tol = c.tol, .max_iter = c.max_iter, .m = c.anderson_m,
+                   .block = c.solve_block};
   m.fpi.backward.solver.m = c.anderson_m;
   return m;
 }
@@ -140,7 +142,9 @@ cxxopts::Options make_cli() {
                        "settings; --timing-rounds rounds, at --tol and --max-iter)")
     ("figures-seed", "--solver-figures: the seed of the static run whose checkpoint is measured",
      cxxopts::value<long>()->default_value("1"))
-    ("anderson-m", "Anderson's memory m (forward and adjoint solves)", cxxopts::value<long>()->default_value("2"));
+    ("anderson-m", "Anderson's memory m (forward and adjoint solves)", cxxopts::value<long>()->default_value("2"))
+    ("solve-block", "samples the forward solves take together (0: the whole batch; the results do not depend on it)",
+     cxxopts::value<long>()->default_value(std::to_string(fpi::SolverOptions{}.block)));
   return cli;
 }
 
@@ -159,6 +163,7 @@ Config configure(const cxxopts::ParseResult& a) {
            a.count("train-only") > 0, a.count("no-train") > 0, a.count("fresh") > 0, a.count("solver-figures") > 0};
   c.figures_seed = a["figures-seed"].as<long>();
   c.anderson_m = a["anderson-m"].as<long>();
+  c.solve_block = a["solve-block"].as<long>();
   examples::validate("dynalay_e3", c.epochs, c.seeds, c.rounds, a["timing-steps"].as<long>());
   require(c.joint_epochs >= 0 && c.joint_epochs < c.epochs, "dynalay_e3", "--joint-epochs",
           detail::text("in [0, --epochs = ", c.epochs, ") (the warm-up needs an epoch)"), c.joint_epochs);
@@ -621,9 +626,11 @@ void solver_figures(const Config& c, const examples::RunData& d) {
   const char* mode_names[] = {"implicit", "phantom", "one_step", "unrolled", "implicit_picard"};
   auto picard_forward = [](std::size_t q) { return q >= 3; };  // unrolled requires it
   json out = {{"checkpoint", path.string()}, {"seed", c.figures_seed}, {"samples", inputs[0].dim(0)}, {"rounds", c.rounds},
-              {"tol", c.tol}, {"max_iter", c.max_iter}, {"anderson_m", c.anderson_m}, {"layers", json::array()}};
-  std::printf("\nsolver figures on the trained static seed-%ld cells (%ld test images, tol %g, Anderson m = %ld, %ld rounds, "
-              "medians):\n", c.figures_seed, long(inputs[0].dim(0)), c.tol, c.anderson_m, c.rounds);
+              {"tol", c.tol}, {"max_iter", c.max_iter}, {"anderson_m", c.anderson_m},
+              {"solve_block", c.solve_block}, {"layers", json::array()}};
+  std::printf("\nsolver figures on the trained static seed-%ld cells (%ld test images, tol %g, Anderson m = %ld, blocks of "
+              "%ld samples, %ld rounds, medians):\n", c.figures_seed, long(inputs[0].dim(0)), c.tol, c.anderson_m,
+              c.solve_block, c.rounds);
   std::printf("%-6s %-9s %10s %8s %10s %10s | %-9s %12s %10s\n", "layer", "solver", "mean iter", "max", "not conv",
               "ms/solve", "backward", "ms", "x forward");
   for (index_t k = 0; k < c.K; ++k) {

@@ -173,6 +173,47 @@ TEST_CASE("fpi solvers: the batched steppers reproduce the plain single-sample r
   }
 }
 
+TEST_CASE("fpi solvers: solving the batch in blocks changes the map's calls, not the iterates or the reports",
+          "[fpi][solver][block]") {
+  // The 19 samples of the reference test stop at different iterations; blocks of 1, 4 and 7
+  // leave partial last blocks. Every call's rows must lie in one block, ascending.
+  const index_t N = 19, D = 12;
+  Affine lin = random_affine(N, D, -0.95, 0.95, 11);
+  for (index_t i = 0; i < N; ++i) lin.B.row(i) *= 0.05 * double(i + 1);
+  index_t block = 0;
+  bool rows_ok = true;
+  auto f = [&](ConstView<double> z, std::span<const index_t> rows, View<double> out) {
+    const index_t b = block == 0 ? 0 : rows.front() / block;
+    for (std::size_t j = 0; j < rows.size(); ++j)
+      rows_ok = rows_ok && (j == 0 || rows[j] > rows[j - 1]) && (block == 0 || rows[j] / block == b);
+    lin(z, rows, out);
+    for (index_t i = 0; i < out.size(); ++i) out.data()[i] = std::tanh(out.data()[i]);
+  };
+  for (Method m : {Method::picard, Method::anderson, Method::broyden}) {
+    fpi::SolverOptions o{.method = m, .tol = 1e-9, .max_iter = 300, .tau = 0.8, .m = 3, .beta = 0.9, .block = 0};
+    Tensor<double> whole(Shape{N, D}), z(Shape{N, D});
+    fpi::Solver<double> s;
+    fpi::SolveReport r0, r;
+    s.solve(f, whole.view(), o, r0);
+    for (index_t b : {1, 4, 7, 19, 64}) {
+      INFO("method " << fpi::name(m) << ", block " << b);
+      block = o.block = b;
+      z.zero();
+      s.solve(f, z.view(), o, r);
+      CHECK(rows_ok);
+      CHECK(r.evaluations == r0.evaluations);
+      for (index_t i = 0; i < N; ++i) {
+        const auto &a = r.samples[std::size_t(i)], &e = r0.samples[std::size_t(i)];
+        CHECK(a.iterations == e.iterations);
+        CHECK(a.best == e.best);
+        CHECK(a.converged == e.converged);
+        CHECK(a.residual == e.residual);
+      }
+      CHECK(std::equal(z.data(), z.data() + z.size(), whole.data()));
+    }
+  }
+}
+
 namespace {
 
 using Layer = FpiLayer<fpi::TanhCell<double>>;
@@ -631,6 +672,8 @@ TEST_CASE("fpi errors: bad hyper-parameters and shapes name the module, the argu
   Tensor<double> z(Shape{2, 3});
   auto id = [](ConstView<double> a, std::span<const index_t>, View<double> b) { std::copy(a.data(), a.data() + a.size(), b.data()); };
   CHECK_THROWS_WITH(s.solve(id, z.view(), {.m = 0}, r), "lamina::fpi::Solver: solver.m: expected >= 1, got 0");
+  CHECK_THROWS_WITH(s.solve(id, z.view(), {.block = -1}, r),
+                    "lamina::fpi::Solver: solver.block: expected >= 0 (0: the whole batch), got -1");
   // Shapes and order of calls.
   Tensor<double> x(Shape{2, 5}), y(Shape{2, 4});
   CHECK_THROWS_AS(layer.forward(x.cview(), y.view()), shape_error);

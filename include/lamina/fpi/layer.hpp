@@ -81,7 +81,9 @@ class FpiLayer {
     c.options = o_;
     if (o_.backward.mode == fpi::BackwardMode::unrolled) {
       c.tape.clear(o_.forward.max_iter);
-      solver_.solve(fpi::RecordingMap<C>{cell_, c.u.cview(), c.tape}, c.z.view(), o_.forward, c.report, "FpiLayer");
+      fpi::SolverOptions whole = o_.forward;
+      whole.block = 0;  // the tape's evaluation t is iteration t of every sample
+      solver_.solve(fpi::RecordingMap<C>{cell_, c.u.cview(), c.tape}, c.z.view(), whole, c.report, "FpiLayer");
     } else {
       solver_.solve(row_map(c.u.cview()), c.z.view(), o_.forward, c.report, "FpiLayer");
       apply_at_star(c, p);
@@ -136,7 +138,8 @@ class FpiLayer {
   /// The forward map for Solver: f(z_rows) = cell(z_rows, u[rows]), evaluated with infer.
   auto row_map(ConstView<T> u) {
     return [this, u](ConstView<T> z, std::span<const index_t> rows, View<T> out) {
-      if (index_t(rows.size()) == u.dim(0)) return cell_.infer(z, u, out);
+      const index_t n = index_t(rows.size());
+      if (rows.back() - rows.front() + 1 == n) return cell_.infer(z, u.slice(rows.front(), n), out);  // ascending
       ua_.resize(z.shape());
       gather_rows(u, rows, ua_.view());
       cell_.infer(z, ua_.cview(), out);

@@ -5,11 +5,15 @@
 //   s.solve(f, z, options, report);
 //
 // f is a row map: f(z_rows, rows, out) evaluates the map for the listed samples,
-// out[i] = f_{rows[i]}(z_rows[i]), with z_rows and out contiguous [rows.size(), ...].
+// out[i] = f_{rows[i]}(z_rows[i]), with z_rows and out contiguous [rows.size(), ...]
+// and rows ascending.
 // z holds the initial iterate of every sample (its leading extent) and receives,
 // per sample, the iterate of lowest relative residual ‖f(z) − z‖ / (‖f(z)‖ + 1e-9).
 // A sample stops as soon as that residual is below tol (or is not finite, or
 // max_iter evaluations are spent): converged samples are no longer passed to f.
+// With SolverOptions::block > 0 the batch is solved in blocks of that many
+// samples, one after another (buffers and Anderson's ring sized by the block);
+// the samples are independent, so blocks change the cost, not the iterates.
 // The report gives per sample the evaluations spent, the returned residual and
 // the converged flag; non-convergence is reported, and thrown when asked.
 #include <cmath>
@@ -50,14 +54,23 @@ class Solver {
   template <class Stepper, class F>
   void run(Stepper& st, F& f, View<T> z, const SolverOptions& o, SolveReport& r) {
     const index_t N = z.dim(0), w = z.size() / N;
-    xa_.resize(z.shape());
-    fa_.resize(z.shape());
-    std::copy(z.data(), z.data() + z.size(), xa_.data());  // every sample active, in order
-    st.reset(N, w, o);
+    const index_t nb = o.block == 0 ? N : std::min(o.block, N);
+    xa_.resize(with_rows(z.shape(), nb));
+    fa_.resize(xa_.shape());
     r.samples.assign(std::size_t(N), SampleReport{});
     r.evaluations = 0;
-    active_.resize(std::size_t(N));
-    for (index_t i = 0; i < N; ++i) active_[std::size_t(i)] = i;
+    for (index_t b = 0; b < N; b += nb) run_block(st, f, z, b, std::min(nb, N - b), w, o, r);
+  }
+  /// Solves samples first … first + n − 1 together; the stepper and active_ see
+  /// them as 0 … n − 1, the map and the report by their index in the batch.
+  template <class Stepper, class F>
+  void run_block(Stepper& st, F& f, View<T> z, index_t first, index_t n, index_t w, const SolverOptions& o,
+                 SolveReport& r) {
+    std::copy(z.data() + first * w, z.data() + (first + n) * w, xa_.data());  // every sample active, in order
+    st.reset(n, w, o);
+    first_ = first;
+    active_.resize(std::size_t(n));
+    for (index_t i = 0; i < n; ++i) active_[std::size_t(i)] = i;
     for (index_t it = 1; it <= o.max_iter && !active_.empty(); ++it) {
       evaluate(f, z.shape());
       r.evaluations += index_t(active_.size());
@@ -72,21 +85,23 @@ class Solver {
   template <class F>
   void evaluate(F& f, const Shape& batch) {
     const Shape s = with_rows(batch, index_t(active_.size()));
-    f(ConstView<T>(xa_.data(), s), std::span<const index_t>(active_), View<T>(fa_.data(), s));
+    rows_.resize(active_.size());
+    for (std::size_t j = 0; j < active_.size(); ++j) rows_[j] = first_ + active_[j];
+    f(ConstView<T>(xa_.data(), s), std::span<const index_t>(rows_), View<T>(fa_.data(), s));
   }
   /// Residual bookkeeping of active_[j]; true when it goes on iterating.
   template <class Stepper>
   bool advance(Stepper& st, std::size_t j, index_t it, View<T> z, index_t w, const SolverOptions& o, SolveReport& r) {
-    const index_t i = active_[j];
+    const index_t i = active_[j];  // in the block; first_ + i in the batch
     const T* xj = xa_.data() + index_t(j) * w;
     const T* fj = fa_.data() + index_t(j) * w;
     const double res = residual(st, i, xj, fj, w);
-    SampleReport& s = r.samples[std::size_t(i)];
+    SampleReport& s = r.samples[std::size_t(first_ + i)];
     s.iterations = it;
     if (res < s.residual || it == 1) {  // it == 1: the first iterate is returned even if not finite
       s.residual = res;
       s.best = it;
-      std::copy(xj, xj + w, z.data() + i * w);
+      std::copy(xj, xj + w, z.data() + (first_ + i) * w);
     }
     if (res < o.tol) {
       s.converged = true;
@@ -118,7 +133,9 @@ class Solver {
   Anderson<T> anderson_;
   Broyden<T> broyden_;
   Tensor<T> xa_, fa_;  // the active samples' iterates and values, rows packed in the order of active_
-  std::vector<index_t> active_, next_, pos_;  // active samples, those going on, their rows in xa_/fa_
+  std::vector<index_t> active_, next_, pos_;  // active samples of the block, those going on, their rows in xa_/fa_
+  std::vector<index_t> rows_;                 // active_ as indices in the batch (the map's rows)
+  index_t first_ = 0;                         // the block's first sample in the batch
 };
 
 }  // namespace lamina::fpi
