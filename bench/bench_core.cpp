@@ -65,12 +65,13 @@ void BM_EigenGemm(benchmark::State& st) {
 
 // ---- Conv2d on the E1 network's shapes -------------------------------------------
 // Args: batch, channels (in = out), spatial size, threads, algorithm (0 im2col,
-// 1 Winograd, 2 direct) and, for the backward, the part (0 dx and dW, 1 dx, 2 dW).
+// 1 Winograd F(2×2, 3×3), 2 direct, 3 Winograd F(4×4, 3×3)) and, for the backward, the part (0 dx and dW, 1 dx, 2 dW).
 // GFLOP/s counted as direct-convolution FLOPs (2·B·Cout·Cin·9·Ho·Wo per pass).
 Conv2dAlgorithm conv_algorithm(const benchmark::State& st) {
   switch (st.range(4)) {
     case 1: return Conv2dAlgorithm::winograd;
     case 2: return Conv2dAlgorithm::direct;
+    case 3: return Conv2dAlgorithm::winograd4;
     default: return Conv2dAlgorithm::im2col;
   }
 }
@@ -196,7 +197,7 @@ BENCHMARK_TEMPLATE(BM_LinearForward, float)->Args({4096, 256})->Args({4096, 1024
 BENCHMARK_TEMPLATE(BM_LinearBackward, float)->Args({4096, 256})->Args({4096, 1024});
 BENCHMARK_TEMPLATE(BM_EigenGemm, float)->Args({4096, 256, 256})->Args({4096, 1024, 1024});
 void conv_shapes(benchmark::internal::Benchmark* b, bool parts) {
-  for (int algo : {0, 1, 2})
+  for (int algo : {0, 1, 2, 3})
     for (int threads : {1, 2})
       for (const auto& [C, S] : {std::pair{16, 28}, std::pair{32, 14}, std::pair{64, 7}})
         for (int part = 0; part <= (parts ? 2 : 0); ++part) {

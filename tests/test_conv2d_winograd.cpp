@@ -1,11 +1,13 @@
-// Conv2d's Winograd F(2×2, 3×3) path: the kernels (kernels/winograd.hpp) against
-// their scalar references on every tail length, and the module against a direct
-// convolution in double on all image sizes 1..30 (partial tiles), channel
-// counts 1..19 and 16/32/64, batches 1..5, forward, dx, dW and db added into
-// pre-filled buffers; a gradient check in double.
+// Conv2d's Winograd F(2×2, 3×3) and F(4×4, 3×3) paths: the kernels
+// (kernels/winograd.hpp, winograd4.hpp) against their scalar references on
+// every tail length, and the module against a direct convolution in double on
+// all image sizes 1..30 (partial tiles), channel counts 1..19 and 16/32/64,
+// batches 1..5, forward, dx, dW and db added into pre-filled buffers; a
+// gradient check in double.
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "lamina/core/random.hpp"
@@ -90,12 +92,12 @@ std::vector<double> to_double(const Tensor<T>& t) {
 /// One shape: Winograd forward, dx, dW, db against Direct; returns the largest
 /// relative difference seen.
 template <class T>
-double compare(index_t B, index_t Ci, index_t Co, index_t H, index_t W, bool bias, double tol) {
-  INFO("B " << B << " Cin " << Ci << " Cout " << Co << " H " << H << " W " << W << " bias " << bias);
+double compare(index_t B, index_t Ci, index_t Co, index_t H, index_t W, bool bias, double tol,
+               Conv2dAlgorithm algo = Conv2dAlgorithm::winograd) {
+  INFO("B " << B << " Cin " << Ci << " Cout " << Co << " H " << H << " W " << W << " bias " << bias << " algo "
+            << int(algo));
   Rng rng(3);
-  Conv2d<T> conv({.in_channels = Ci, .out_channels = Co, .padding = 1, .bias = bias,
-                  .algorithm = Conv2dAlgorithm::winograd},
-                 rng);
+  Conv2d<T> conv({.in_channels = Ci, .out_channels = Co, .padding = 1, .bias = bias, .algorithm = algo}, rng);
   const Direct d{B, Ci, Co, H, W};
   const auto xv = randv<T>(B * Ci * H * W, 11), gv = randv<T>(B * Co * H * W, 12);
   Tensor<T> x(Shape{B, Ci, H, W}), dy(Shape{B, Co, H, W}), y(Shape{B, Co, H, W}), dx(Shape{B, Ci, H, W}, T(0.25));
@@ -247,4 +249,111 @@ TEST_CASE("Conv2d winograd: forced only where it applies; the automatic choice",
   a.infer(x.cview(), y1.view());
   b.infer(x.cview(), y2.view());
   for (index_t i = 0; i < y1.size(); ++i) CHECK(std::abs(y1[i] - y2[i]) <= 1e-5f * (1 + std::abs(y2[i])));
+}
+
+// ---- F(4×4, 3×3) ------------------------------------------------------------
+
+namespace {
+// Tolerances of F(4×4), relative to the largest reference value: its transforms
+// have entries up to 8 (Aᵀ) and down to 1/24 (G), so rounding grows more than
+// in F(2×2); measured at most 7e-6 in float and 2e-14 in double over these
+// shapes. The bounds still fail on any wrong tap, tile or channel.
+template <class T>
+constexpr double tol4 = std::is_same_v<T, float> ? 5e-5 : 1e-12;
+
+/// max |a − b| over max |b| of n values.
+template <class T>
+double rel_max(const T* a, const T* b, index_t n) {
+  double d = 0, m = 0;
+  for (index_t i = 0; i < n; ++i) d = std::max(d, std::abs(double(a[i]) - double(b[i]))), m = std::max(m, std::abs(double(b[i])));
+  return m == 0 ? d : d / m;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("winograd4 transforms match their references on every tail", "[conv2d][winograd4][kernels]", float,
+                   double) {
+  using T = TestType;
+  const auto& kt = k::table<T>();
+  const index_t L = kt.winograd_nr / k::winograd_nv;
+  // The factored transforms round differently from the matrix products.
+  const double tol = 64 * double(std::numeric_limits<T>::epsilon());
+  for (index_t n = 1; n <= 3 * L + 2; ++n) {
+    INFO("n " << n << " isa " << kt.isa);
+    const index_t pitch = 5, ps = n + 2 * pitch + 2 * L, es = n + L;
+    const auto P = randv<T>(32 * ps, 1);
+    std::vector<T> a(std::size_t(36 * es), T(7)), b(a);
+    kt.winograd4_input(P.data(), ps, pitch, n, a.data(), es);
+    k::ref::winograd4_input(P.data(), ps, pitch, n, b.data(), es);
+    for (index_t e = 0; e < 36; ++e) CHECK(rel_max(a.data() + e * es, b.data() + e * es, n) <= tol);
+    std::vector<T> y1(std::size_t(16 * ps)), y2(y1.size());
+    kt.winograd4_output(b.data(), es, n, y1.data(), ps);
+    k::ref::winograd4_output(b.data(), es, n, y2.data(), ps);
+    for (index_t e = 0; e < 16; ++e) CHECK(rel_max(y1.data() + e * ps, y2.data() + e * ps, n) <= tol);
+    kt.winograd4_output_grad(P.data(), ps, n, a.data(), es);
+    k::ref::winograd4_output_grad(P.data(), ps, n, b.data(), es);
+    for (index_t e = 0; e < 36; ++e) CHECK(rel_max(a.data() + e * es, b.data() + e * es, n) <= tol);
+    // Past the n tiles only the vector slack is written: the next row's start is untouched.
+    CHECK(a[std::size_t(es - 1)] == T(7));
+  }
+  // A non-finite input reaches the tiles that read it, and no other tile.
+  const index_t n = L + 3, pitch = 5, ps = n + 2 * pitch + 2 * L, es = n + L;
+  std::vector<T> P(std::size_t(32 * ps), T(1)), V(std::size_t(36 * es));
+  P[std::size_t(k::winograd4_array(0, 0) * ps + 2)] = std::numeric_limits<T>::quiet_NaN();
+  kt.winograd4_input(P.data(), ps, pitch, n, V.data(), es);
+  CHECK(std::isnan(V[2]));
+  CHECK(std::isfinite(V[1]));
+  CHECK(std::isfinite(V[3]));
+}
+
+TEMPLATE_TEST_CASE("Conv2d winograd4 matches a direct convolution on every image size", "[conv2d][winograd4]", float,
+                   double) {
+  using T = TestType;
+  double worst = 0;
+  for (index_t H = 1; H <= 30; ++H)
+    for (index_t W : {H, index_t(31 - H)})
+      worst = std::max(worst, compare<T>(1 + H % 3, 2 + H % 4, 3 + W % 3, H, W, H % 2 == 0, tol4<T>,
+                                         Conv2dAlgorithm::winograd4));
+  INFO("worst " << worst);
+  CHECK(worst < tol4<T>);
+}
+
+TEMPLATE_TEST_CASE("Conv2d winograd4 matches a direct convolution on every channel count", "[conv2d][winograd4]",
+                   float, double) {
+  using T = TestType;
+  constexpr auto w4 = Conv2dAlgorithm::winograd4;
+  double worst = 0;
+  for (index_t c = 1; c <= 19; ++c)
+    worst = std::max(worst, compare<T>(1 + c % 5, c, 20 - c, 5 + c % 4, 3 + c % 6, c % 3 == 0, tol4<T>, w4));
+  for (index_t c : {16, 32, 64})
+    for (index_t S : {7, 14})
+      for (index_t B : {1, 5}) worst = std::max(worst, compare<T>(B, c, c, S, S, B == 5, tol4<T>, w4));
+  worst = std::max(worst, compare<T>(3, 16, 64, 9, 8, true, tol4<T>, w4));
+  worst = std::max(worst, compare<T>(3, 64, 16, 8, 9, false, tol4<T>, w4));
+  // Several chunks of images (the last one shorter) in the weight gradient too.
+  worst = std::max(worst, compare<T>(7, 64, 64, 28, 27, true, tol4<T>, w4));
+  INFO("worst " << worst);
+  CHECK(worst < tol4<T>);
+}
+
+TEST_CASE("Conv2d winograd4 gradient check", "[conv2d][winograd4][gradcheck]") {
+  for (const auto& [ci, co, H, W, bias] : {std::tuple{2, 3, 5, 6, false}, std::tuple{3, 2, 4, 4, true},
+                                            std::tuple{1, 1, 1, 1, true}, std::tuple{2, 2, 9, 3, false}}) {
+    INFO("cin " << ci << " cout " << co << " H " << H << " W " << W);
+    Rng rng(5);
+    Conv2d<double> conv({.in_channels = ci, .out_channels = co, .padding = 1, .bias = bias,
+                         .algorithm = Conv2dAlgorithm::winograd4},
+                        rng);
+    auto x = gradcheck::random_tensor({3, ci, H, W}, 17);
+    gradcheck::check(conv, x);
+  }
+}
+
+TEST_CASE("Conv2d winograd4: forced only where it applies", "[conv2d][winograd4][errors]") {
+  Rng rng(1);
+  CHECK_THROWS_WITH(Conv2d<float>({.in_channels = 2, .out_channels = 2, .stride = 2, .padding = 1,
+                                   .algorithm = Conv2dAlgorithm::winograd4},
+                                  rng),
+                    Catch::Contains("Conv2d: algorithm") && Catch::Contains("stride 2"));
+  CHECK_THROWS_AS(Conv2d<float>({.kernel_h = 1, .kernel_w = 1, .algorithm = Conv2dAlgorithm::winograd4}, rng),
+                  value_error);
 }

@@ -20,6 +20,7 @@
 #include "lamina/kernels/tanh.hpp"
 #include "lamina/kernels/weighted_aggregation.hpp"
 #include "lamina/kernels/winograd.hpp"
+#include "lamina/kernels/winograd4.hpp"
 
 namespace lamina::kernels {
 
@@ -51,6 +52,10 @@ struct KernelTable {
   void (*winograd_output_grad)(const T* G, index_t ps, index_t n, T* D, index_t es);
   void (*winograd_gemm)(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ldb, index_t ldc);
   void (*winograd_gemm_nt)(const T* A, const T* B, T* C, index_t M, index_t N, index_t K, index_t ld);
+  // Winograd F(4×4, 3×3) transforms (winograd4.hpp; the products are the above).
+  void (*winograd4_input)(const T* P, index_t ps, index_t pitch, index_t n, T* V, index_t es);
+  void (*winograd4_output)(const T* M, index_t es, index_t n, T* Y, index_t ps);
+  void (*winograd4_output_grad)(const T* G, index_t ps, index_t n, T* D, index_t es);
   // The direct 3×3 convolution's products (conv3x3_direct.hpp).
   index_t conv_nr;  ///< column block of conv_gemm (conv_nv vectors)
   void (*conv_gemm)(const T* A, const T* src, const index_t* off, T* C, index_t M, index_t N, index_t K, index_t ldc);
@@ -110,6 +115,9 @@ KernelTable<T> make_table() {
           &winograd_output_grad<Arch, T>,
           &winograd_gemm<Arch, T>,
           &winograd_gemm_nt<Arch, T>,
+          &winograd4_input<Arch, T>,
+          &winograd4_output<Arch, T>,
+          &winograd4_output_grad<Arch, T>,
           conv_nv * lanes<T, Arch>,
           &conv_gemm<Arch, T>,
           &conv_gemm_tn<Arch, T>,

@@ -46,8 +46,10 @@ namespace lamina {
 /// padding 1 convolutions and im2col elsewhere; the others force one (tests
 /// and benchmarks); `winograd` or `direct` on another shape is rejected.
 /// `im2col_per_image` is the plain one-GEMM-per-image im2col, the reference
-/// the chunked im2col is tested and benchmarked against.
-enum class Conv2dAlgorithm { automatic, im2col, winograd, im2col_per_image, direct };
+/// the chunked im2col is tested and benchmarked against. `winograd` is
+/// F(2×2, 3×3), `winograd4` F(4×4, 3×3) (fewer multiplies, larger rounding:
+/// entries of its transforms up to 8 and 1/24).
+enum class Conv2dAlgorithm { automatic, im2col, winograd, im2col_per_image, direct, winograd4 };
 
 struct Conv2dOptions {
   index_t in_channels = 1, out_channels = 1;
@@ -302,8 +304,9 @@ class Conv2d {
             detail::text(o.kernel_h, "x", o.kernel_w));
     require(o.stride > 0, "Conv2d", "stride", "> 0", o.stride);
     require(o.padding >= 0, "Conv2d", "padding", ">= 0", o.padding);
-    require(o.algorithm != Conv2dAlgorithm::winograd || winograd_shape(), "Conv2d", "algorithm",
-            "winograd only for 3x3 kernels, stride 1, padding 1",
+    require((o.algorithm != Conv2dAlgorithm::winograd && o.algorithm != Conv2dAlgorithm::winograd4) ||
+                winograd_shape(),
+            "Conv2d", "algorithm", "winograd only for 3x3 kernels, stride 1, padding 1",
             detail::text(o.kernel_h, "x", o.kernel_w, " stride ", o.stride, " padding ", o.padding));
     require(o.algorithm != Conv2dAlgorithm::direct || direct_shape(), "Conv2d", "algorithm",
             "direct only for 3x3 kernels, stride 1 or 2, padding 1",
@@ -356,11 +359,8 @@ class Conv2d {
       direct_.forward(W_.data(), o_.bias ? b_.data() : nullptr, x.data(), y.data());
       return;
     }
-    if (uses_winograd()) {
-      wino_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
-      wino_.forward(W_.data(), o_.bias ? b_.data() : nullptr, x.data(), y.data());
-      return;
-    }
+    if (uses_winograd4()) return forward_winograd(wino4_, g, x.data(), y.data());
+    if (uses_winograd()) return forward_winograd(wino_, g, x.data(), y.data());
     if (!chunked()) return infer_per_image(g, x.data(), y.data());
     const detail::PhaseLayout L = layout(g);
     const index_t n = chunks(g, L);
@@ -405,7 +405,8 @@ class Conv2d {
     if (!want.input && !want.params) return;
     const Geometry g = geometry(c.x.shape(), ys);
     if (uses_direct()) return backward_direct(g, c.x.data(), dy.data(), dx.data(), want);
-    if (uses_winograd()) return backward_winograd(g, c.x.data(), dy.data(), dx.data(), want);
+    if (uses_winograd4()) return backward_winograd(wino4_, g, c.x.data(), dy.data(), dx.data(), want);
+    if (uses_winograd()) return backward_winograd(wino_, g, c.x.data(), dy.data(), dx.data(), want);
     if (!chunked()) return backward_per_image(g, c.x.data(), dy.data(), dx.data(), want);
     const detail::PhaseLayout L = layout(g);
     const index_t n = chunks(g, L);
@@ -542,6 +543,7 @@ class Conv2d {
     return winograd_shape() && !uses_direct() && o_.algorithm != Conv2dAlgorithm::im2col &&
            o_.algorithm != Conv2dAlgorithm::im2col_per_image;
   }
+  bool uses_winograd4() const noexcept { return uses_winograd() && o_.algorithm == Conv2dAlgorithm::winograd4; }
   bool direct_shape() const noexcept {
     return o_.kernel_h == 3 && o_.kernel_w == 3 && o_.padding == 1 && (o_.stride == 1 || o_.stride == 2);
   }
@@ -588,11 +590,17 @@ class Conv2d {
   index_t chunks(const Geometry& g, const detail::PhaseLayout& L) const {
     return detail::conv_chunks(g.B, g.K, L.Pq(), index_t(sizeof(T)), num_threads(), o_.chunk_images);
   }
-  void backward_winograd(const Geometry& g, const T* x, const T* dy, T* dx, Grad want) {
-    wino_.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
-    if (want.input) wino_.backward_input(W_.data(), dy, dx);
+  template <class Winograd>
+  void forward_winograd(Winograd& wino, const Geometry& g, const T* x, T* y) {
+    wino.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
+    wino.forward(W_.data(), o_.bias ? b_.data() : nullptr, x, y);
+  }
+  template <class Winograd>
+  void backward_winograd(Winograd& wino, const Geometry& g, const T* x, const T* dy, T* dx, Grad want) {
+    wino.plan(g.B, o_.in_channels, o_.out_channels, g.H, g.W);
+    if (want.input) wino.backward_input(W_.data(), dy, dx);
     if (!want.params) return;
-    wino_.backward_weight(x, dy, dW_.data());
+    wino.backward_weight(x, dy, dW_.data());
     if (!o_.bias) return;
     auto db = as_vector(db_.view());
     for (index_t b = 0; b < g.B; ++b)
@@ -634,6 +642,7 @@ class Conv2d {
   Tensor<T> W_, dW_, b_, db_;
   std::vector<Scratch> scratch_;
   detail::Winograd3x3<T> wino_;
+  detail::Winograd3x3<T, 4> wino4_;
   detail::Conv3x3Direct<T> direct_;
   Cache cache_;
 };
