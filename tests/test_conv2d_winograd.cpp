@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <utility>
 #include <limits>
 #include <vector>
 
@@ -140,6 +141,26 @@ double compare(index_t B, index_t Ci, index_t Co, index_t H, index_t W, bool bia
 // wrong tap, tile or channel (an error of order 1e-2 or more).
 template <class T>
 constexpr double tol = std::is_same_v<T, float> ? 5e-6 : 1e-13;
+// Tolerances of F(4×4), relative to the largest reference value: its transforms
+// have entries up to 8 (Aᵀ) and down to 1/24 (G), so rounding grows more than
+// in F(2×2); measured at most 7e-6 in float and 2e-14 in double over these
+// shapes. The bounds still fail on any wrong tap, tile or channel.
+template <class T>
+constexpr double tol4 = std::is_same_v<T, float> ? 5e-5 : 1e-12;
+
+/// max |a − b| over max |b| of n values.
+template <class T>
+double rel_max(const T* a, const T* b, index_t n) {
+  double d = 0, m = 0;
+  for (index_t i = 0; i < n; ++i) d = std::max(d, std::abs(double(a[i]) - double(b[i]))), m = std::max(m, std::abs(double(b[i])));
+  return m == 0 ? d : d / m;
+}
+
+/// Both Winograd paths with their tolerances.
+template <class T>
+std::vector<std::pair<Conv2dAlgorithm, double>> paths() {
+  return {{Conv2dAlgorithm::winograd, tol<T>}, {Conv2dAlgorithm::winograd4, tol4<T>}};
+}
 }  // namespace
 
 TEMPLATE_TEST_CASE("winograd kernels match their references on every tail", "[conv2d][winograd][kernels]", float,
@@ -195,50 +216,55 @@ TEMPLATE_TEST_CASE("winograd kernels match their references on every tail", "[co
 TEMPLATE_TEST_CASE("Conv2d winograd matches a direct convolution on every image size", "[conv2d][winograd]", float,
                    double) {
   using T = TestType;
-  double worst = 0;
-  for (index_t H = 1; H <= 30; ++H)
-    for (index_t W : {H, index_t(31 - H)}) worst = std::max(worst, compare<T>(1 + H % 3, 2 + H % 4, 3 + W % 3, H, W, H % 2 == 0, tol<T>));
-  CHECK(worst < tol<T>);
+  for (const auto& [algo, tl] : paths<T>()) {
+    double worst = 0;
+    for (index_t H = 1; H <= 30; ++H)
+      for (index_t W : {H, index_t(31 - H)})
+        worst = std::max(worst, compare<T>(1 + H % 3, 2 + H % 4, 3 + W % 3, H, W, H % 2 == 0, tl, algo));
+    INFO("algorithm " << int(algo) << " worst " << worst);
+    CHECK(worst < tl);
+  }
 }
 
 TEMPLATE_TEST_CASE("Conv2d winograd matches a direct convolution on every channel count", "[conv2d][winograd]", float,
                    double) {
   using T = TestType;
-  double worst = 0;
-  for (index_t c = 1; c <= 19; ++c) {
-    worst = std::max(worst, compare<T>(1 + c % 5, c, 20 - c, 5 + c % 4, 3 + c % 6, c % 3 == 0, tol<T>));
+  for (const auto& [algo, tl] : paths<T>()) {
+    double worst = 0;
+    for (index_t c = 1; c <= 19; ++c)
+      worst = std::max(worst, compare<T>(1 + c % 5, c, 20 - c, 5 + c % 4, 3 + c % 6, c % 3 == 0, tl, algo));
+    for (index_t c : {16, 32, 64})
+      for (index_t S : {7, 14})
+        for (index_t B : {1, 5}) worst = std::max(worst, compare<T>(B, c, c, S, S, B == 5, tl, algo));
+    worst = std::max(worst, compare<T>(3, 16, 64, 9, 8, true, tl, algo));
+    worst = std::max(worst, compare<T>(3, 64, 16, 8, 9, false, tl, algo));
+    // Several chunks of images (chunks of unequal size) in the weight gradient too.
+    worst = std::max(worst, compare<T>(7, 64, 64, 28, 27, true, tl, algo));
+    INFO("algorithm " << int(algo) << " worst " << worst);
+    CHECK(worst < tl);
   }
-  for (index_t c : {16, 32, 64})
-    for (index_t S : {7, 14})
-      for (index_t B : {1, 5}) worst = std::max(worst, compare<T>(B, c, c, S, S, B == 5, tol<T>));
-  worst = std::max(worst, compare<T>(3, 16, 64, 9, 8, true, tol<T>));
-  worst = std::max(worst, compare<T>(3, 64, 16, 8, 9, false, tol<T>));
-  // Several chunks of images (the last one shorter) in the weight gradient too.
-  worst = std::max(worst, compare<T>(3, 64, 64, 28, 27, true, tol<T>));
-  CHECK(worst < tol<T>);
 }
 
 TEST_CASE("Conv2d winograd gradient check", "[conv2d][winograd][gradcheck]") {
   for (const auto& [ci, co, H, W, bias] : {std::tuple{2, 3, 5, 6, false}, std::tuple{3, 2, 4, 4, true},
-                                            std::tuple{1, 1, 1, 1, true}, std::tuple{2, 2, 7, 3, false}}) {
-    INFO("cin " << ci << " cout " << co << " H " << H << " W " << W);
-    Rng rng(5);
-    Conv2d<double> conv({.in_channels = ci, .out_channels = co, .padding = 1, .bias = bias,
-                         .algorithm = Conv2dAlgorithm::winograd},
-                        rng);
-    auto x = gradcheck::random_tensor({3, ci, H, W}, 17);
-    gradcheck::check(conv, x);
-  }
+                                            std::tuple{1, 1, 1, 1, true}, std::tuple{2, 2, 9, 3, false}})
+    for (const auto algo : {Conv2dAlgorithm::winograd, Conv2dAlgorithm::winograd4}) {
+      INFO("cin " << ci << " cout " << co << " H " << H << " W " << W << " algorithm " << int(algo));
+      Rng rng(5);
+      Conv2d<double> conv({.in_channels = ci, .out_channels = co, .padding = 1, .bias = bias, .algorithm = algo}, rng);
+      auto x = gradcheck::random_tensor({3, ci, H, W}, 17);
+      gradcheck::check(conv, x);
+    }
 }
 
 TEST_CASE("Conv2d winograd: forced only where it applies; the automatic choice", "[conv2d][winograd][errors]") {
   Rng rng(1);
-  CHECK_THROWS_WITH(Conv2d<float>({.in_channels = 2, .out_channels = 2, .stride = 2, .padding = 1,
-                                   .algorithm = Conv2dAlgorithm::winograd},
-                                  rng),
-                    Catch::Contains("Conv2d: algorithm") && Catch::Contains("stride 2"));
-  CHECK_THROWS_AS(Conv2d<float>({.kernel_h = 1, .kernel_w = 1, .algorithm = Conv2dAlgorithm::winograd}, rng),
-                  value_error);
+  for (const auto algo : {Conv2dAlgorithm::winograd, Conv2dAlgorithm::winograd4}) {
+    CHECK_THROWS_WITH(Conv2d<float>({.in_channels = 2, .out_channels = 2, .stride = 2, .padding = 1, .algorithm = algo},
+                                    rng),
+                      Catch::Contains("Conv2d: algorithm") && Catch::Contains("stride 2"));
+    CHECK_THROWS_AS(Conv2d<float>({.kernel_h = 1, .kernel_w = 1, .algorithm = algo}, rng), value_error);
+  }
   // automatic and im2col give the same result to rounding on a 3×3 same convolution.
   Conv2d<float> a({.in_channels = 3, .out_channels = 4, .padding = 1}, rng);
   Conv2d<float> b({.in_channels = 3, .out_channels = 4, .padding = 1, .algorithm = Conv2dAlgorithm::im2col}, rng);
@@ -250,25 +276,6 @@ TEST_CASE("Conv2d winograd: forced only where it applies; the automatic choice",
   b.infer(x.cview(), y2.view());
   for (index_t i = 0; i < y1.size(); ++i) CHECK(std::abs(y1[i] - y2[i]) <= 1e-5f * (1 + std::abs(y2[i])));
 }
-
-// ---- F(4×4, 3×3) ------------------------------------------------------------
-
-namespace {
-// Tolerances of F(4×4), relative to the largest reference value: its transforms
-// have entries up to 8 (Aᵀ) and down to 1/24 (G), so rounding grows more than
-// in F(2×2); measured at most 7e-6 in float and 2e-14 in double over these
-// shapes. The bounds still fail on any wrong tap, tile or channel.
-template <class T>
-constexpr double tol4 = std::is_same_v<T, float> ? 5e-5 : 1e-12;
-
-/// max |a − b| over max |b| of n values.
-template <class T>
-double rel_max(const T* a, const T* b, index_t n) {
-  double d = 0, m = 0;
-  for (index_t i = 0; i < n; ++i) d = std::max(d, std::abs(double(a[i]) - double(b[i]))), m = std::max(m, std::abs(double(b[i])));
-  return m == 0 ? d : d / m;
-}
-}  // namespace
 
 TEMPLATE_TEST_CASE("winograd4 transforms match their references on every tail", "[conv2d][winograd4][kernels]", float,
                    double) {
@@ -303,57 +310,4 @@ TEMPLATE_TEST_CASE("winograd4 transforms match their references on every tail", 
   CHECK(std::isnan(V[2]));
   CHECK(std::isfinite(V[1]));
   CHECK(std::isfinite(V[3]));
-}
-
-TEMPLATE_TEST_CASE("Conv2d winograd4 matches a direct convolution on every image size", "[conv2d][winograd4]", float,
-                   double) {
-  using T = TestType;
-  double worst = 0;
-  for (index_t H = 1; H <= 30; ++H)
-    for (index_t W : {H, index_t(31 - H)})
-      worst = std::max(worst, compare<T>(1 + H % 3, 2 + H % 4, 3 + W % 3, H, W, H % 2 == 0, tol4<T>,
-                                         Conv2dAlgorithm::winograd4));
-  INFO("worst " << worst);
-  CHECK(worst < tol4<T>);
-}
-
-TEMPLATE_TEST_CASE("Conv2d winograd4 matches a direct convolution on every channel count", "[conv2d][winograd4]",
-                   float, double) {
-  using T = TestType;
-  constexpr auto w4 = Conv2dAlgorithm::winograd4;
-  double worst = 0;
-  for (index_t c = 1; c <= 19; ++c)
-    worst = std::max(worst, compare<T>(1 + c % 5, c, 20 - c, 5 + c % 4, 3 + c % 6, c % 3 == 0, tol4<T>, w4));
-  for (index_t c : {16, 32, 64})
-    for (index_t S : {7, 14})
-      for (index_t B : {1, 5}) worst = std::max(worst, compare<T>(B, c, c, S, S, B == 5, tol4<T>, w4));
-  worst = std::max(worst, compare<T>(3, 16, 64, 9, 8, true, tol4<T>, w4));
-  worst = std::max(worst, compare<T>(3, 64, 16, 8, 9, false, tol4<T>, w4));
-  // Several chunks of images (the last one shorter) in the weight gradient too.
-  worst = std::max(worst, compare<T>(7, 64, 64, 28, 27, true, tol4<T>, w4));
-  INFO("worst " << worst);
-  CHECK(worst < tol4<T>);
-}
-
-TEST_CASE("Conv2d winograd4 gradient check", "[conv2d][winograd4][gradcheck]") {
-  for (const auto& [ci, co, H, W, bias] : {std::tuple{2, 3, 5, 6, false}, std::tuple{3, 2, 4, 4, true},
-                                            std::tuple{1, 1, 1, 1, true}, std::tuple{2, 2, 9, 3, false}}) {
-    INFO("cin " << ci << " cout " << co << " H " << H << " W " << W);
-    Rng rng(5);
-    Conv2d<double> conv({.in_channels = ci, .out_channels = co, .padding = 1, .bias = bias,
-                         .algorithm = Conv2dAlgorithm::winograd4},
-                        rng);
-    auto x = gradcheck::random_tensor({3, ci, H, W}, 17);
-    gradcheck::check(conv, x);
-  }
-}
-
-TEST_CASE("Conv2d winograd4: forced only where it applies", "[conv2d][winograd4][errors]") {
-  Rng rng(1);
-  CHECK_THROWS_WITH(Conv2d<float>({.in_channels = 2, .out_channels = 2, .stride = 2, .padding = 1,
-                                   .algorithm = Conv2dAlgorithm::winograd4},
-                                  rng),
-                    Catch::Contains("Conv2d: algorithm") && Catch::Contains("stride 2"));
-  CHECK_THROWS_AS(Conv2d<float>({.kernel_h = 1, .kernel_w = 1, .algorithm = Conv2dAlgorithm::winograd4}, rng),
-                  value_error);
 }
