@@ -25,7 +25,7 @@
 // asks for im2col: stride 2, and stride 1 on one input channel (the stem), the
 // direct implicit GEMM (modules/conv2d_direct.hpp; the stem's data gradient
 // goes through Winograd); stride 1 on more channels, the Winograd F(2×2, 3×3)
-// path (modules/conv2d_winograd.hpp). The other shapes always take im2col.
+// path (modules/conv2d_winograd.hpp; F(4×4, 3×3) on request). The other shapes always take im2col.
 #include "lamina/core/eigen_core.hpp"
 #include <algorithm>
 #include <string>
